@@ -1,0 +1,19 @@
+//! The pure heart of ganger: the job model, YAML job files with positioned
+//! errors, validation, templating, and the run state machine.
+//!
+//! **This crate does no I/O**: no files, processes, network, clock or async
+//! runtime. Callers pass the current time in and act on the decisions that
+//! come out, so the same rules drive `ganger run`, the server and tests.
+
+mod decode;
+pub mod diag;
+pub mod model;
+mod parse;
+pub mod template;
+pub mod units;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use parse::parse_job_file;
+pub mod params;
+pub mod run;

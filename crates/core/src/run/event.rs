@@ -1,0 +1,137 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::model::{ChildJobSpec, DockerSpec, HttpSpec, TaskId};
+
+/// Which execution of a task an event or decision is about: its main work
+/// or its `undo` compensation.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Main,
+    Undo,
+}
+
+/// How an attempt ended, as observed by whoever ran it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// It could not be started or run (spawn failure, unsupported executor).
+    Error(String),
+    /// Its lease expired: nobody knows how it ended.
+    Lost,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The run is admitted: tasks without needs become ready.
+    Start,
+    /// An agent took a ready task.
+    TaskClaimed {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        agent: Option<String>,
+    },
+    /// The task's process (or container, or call) began.
+    TaskStarted {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        agent: Option<String>,
+    },
+    TaskFinished {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        exit: Exit,
+        outputs: BTreeMap<String, String>,
+    },
+    /// Stop the run. Tasks not started are cancelled, running ones killed;
+    /// `always` tasks still run unless `force`.
+    Cancel { reason: String, force: bool },
+    /// Time passed: fire due retries and timeouts. Drivers send it at
+    /// [`RunState::next_wakeup`](super::RunState::next_wakeup).
+    Tick,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("run has no task #{0}")]
+    UnknownTask(TaskId),
+    /// A report about an attempt that is no longer current (the fencing
+    /// check): the reporter must stop that attempt.
+    #[error(
+        "task `{task}` is not at attempt {attempt} of its {phase:?} phase in a state that accepts this report"
+    )]
+    Stale {
+        task: String,
+        attempt: u32,
+        phase: Phase,
+    },
+    #[error("the run has not started")]
+    NotStarted,
+    #[error("the run has already finished")]
+    Finished,
+}
+
+/// What the driver must do after an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The task is ready: run it (or make it claimable).
+    Dispatch(TaskSpec),
+    /// Stop a running attempt: SIGTERM and grace, or SIGKILL when `force`.
+    Kill {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        force: bool,
+    },
+    /// A task's state changed: persist it, show it.
+    TaskChanged(TaskId),
+    /// The run's own state changed (started, finished).
+    RunChanged,
+}
+
+/// A task attempt with every template rendered: all an executor needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    pub task: TaskId,
+    pub name: String,
+    pub attempt: u32,
+    pub phase: Phase,
+    pub executor: ExecSpec,
+    /// The job's `env`, the task's `env`, params as `GANGER_PARAM_*`, then
+    /// `GANGER_RUN_ID`, `GANGER_JOB`, `GANGER_TASK`, `GANGER_ATTEMPT`. The
+    /// driver puts the inherited environment underneath.
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExecSpec {
+    Process {
+        script: String,
+    },
+    Docker {
+        spec: DockerSpec,
+        script: Option<String>,
+    },
+    Http(HttpSpec),
+    Job(ChildJobSpec),
+}
+
+impl ExecSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecSpec::Process { .. } => "process",
+            ExecSpec::Docker { .. } => "docker",
+            ExecSpec::Http(_) => "http",
+            ExecSpec::Job(_) => "job",
+        }
+    }
+}

@@ -1,0 +1,292 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::event::Phase;
+use crate::model::{Job, TaskId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Ready,
+    Claimed,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Skipped,
+    /// An attempt whose lease expired. A task never ends `lost`: the retry
+    /// policy turns it into another attempt or `failed`.
+    Lost,
+}
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded
+                | TaskStatus::Failed
+                | TaskStatus::TimedOut
+                | TaskStatus::Cancelled
+                | TaskStatus::Skipped
+        )
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Ready | TaskStatus::Claimed | TaskStatus::Running
+        )
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Failed | TaskStatus::TimedOut | TaskStatus::Lost
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Ready => "ready",
+            TaskStatus::Claimed => "claimed",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::TimedOut => "timed_out",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Skipped => "skipped",
+            TaskStatus::Lost => "lost",
+        }
+    }
+}
+
+/// Why a running attempt was asked to stop; decides its final status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillReason {
+    Timeout,
+    Stop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub agent: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One line of execution of a task: its main work, or its undo.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub status: TaskStatus,
+    pub attempts: Vec<Attempt>,
+    /// Why the task ended as it did (skipped, cancelled, failed), for people.
+    pub reason: Option<String>,
+    pub kill: Option<KillReason>,
+    pub deadline: Option<Timestamp>,
+}
+
+impl Exec {
+    pub(crate) fn new() -> Exec {
+        Exec {
+            status: TaskStatus::Pending,
+            attempts: Vec::new(),
+            reason: None,
+            kill: None,
+            deadline: None,
+        }
+    }
+
+    pub fn attempt(&self) -> u32 {
+        self.attempts.last().map_or(0, |a| a.number)
+    }
+
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        self.attempts.last().and_then(|a| a.exit_code)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub main: Exec,
+    pub undo: Option<Exec>,
+    /// Tasks whose undo must finish before this one's undo starts.
+    pub undo_after: Vec<TaskId>,
+    pub outputs: BTreeMap<String, String>,
+    /// When a failed attempt will be tried again.
+    pub retry_at: Option<Timestamp>,
+}
+
+impl TaskState {
+    pub fn status(&self) -> TaskStatus {
+        self.main.status
+    }
+
+    pub(crate) fn exec_mut(&mut self, phase: Phase) -> Option<&mut Exec> {
+        match phase {
+            Phase::Main => Some(&mut self.main),
+            Phase::Undo => self.undo.as_mut(),
+        }
+    }
+}
+
+/// Why the run is winding down before its tasks are done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Stop {
+    /// Someone cancelled the run; `force` also kills `always` tasks.
+    Cancel { reason: String, force: bool },
+    /// `fail_fast`: a task failed the run.
+    FailFast { task: String },
+    /// The run's own `timeout` passed.
+    Timeout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum TimerKind {
+    RunDeadline,
+    Retry(TaskId),
+    TaskDeadline(TaskId, Phase, u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Timer {
+    pub(crate) at: Timestamp,
+    pub(crate) kind: TimerKind,
+}
+
+/// The whole state of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub id: String,
+    #[serde(skip, default = "empty_job")]
+    pub job: Arc<Job>,
+    pub params: BTreeMap<String, String>,
+    pub status: RunStatus,
+    pub reason: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub stop: Option<Stop>,
+    /// A task failed in a way that fails the run.
+    pub failing: bool,
+    pub undoing: bool,
+    pub tasks: Vec<TaskState>,
+    /// Tasks whose main execution is not terminal yet.
+    pub(crate) unsettled: usize,
+    /// Undo executions not terminal yet.
+    pub(crate) undo_unsettled: usize,
+    pub(crate) timers: BTreeSet<Timer>,
+    /// Tasks to re-examine because something they depend on changed.
+    #[serde(skip)]
+    pub(crate) dirty: Vec<(TaskId, Phase)>,
+}
+
+fn empty_job() -> Arc<Job> {
+    Arc::new(Job {
+        name: String::new(),
+        description: None,
+        params: Vec::new(),
+        env: Vec::new(),
+        concurrency: None,
+        concurrency_key: None,
+        queue: Default::default(),
+        priority: 0,
+        timeout: None,
+        fail_fast: false,
+        schedules: Vec::new(),
+        tasks: Vec::new(),
+        dependants: Vec::new(),
+    })
+}
+
+impl RunState {
+    /// A queued run. `params` must come from [`resolve_params`](crate::params::resolve_params).
+    pub fn new(
+        id: String,
+        job: Arc<Job>,
+        params: BTreeMap<String, String>,
+        now: Timestamp,
+    ) -> RunState {
+        let n = job.tasks.len();
+        RunState {
+            id,
+            job,
+            params,
+            status: RunStatus::Queued,
+            reason: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            stop: None,
+            failing: false,
+            undoing: false,
+            tasks: (0..n)
+                .map(|_| TaskState {
+                    main: Exec::new(),
+                    undo: None,
+                    undo_after: Vec::new(),
+                    outputs: BTreeMap::new(),
+                    retry_at: None,
+                })
+                .collect(),
+            unsettled: n,
+            undo_unsettled: 0,
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// When the driver must send [`Event::Tick`](super::Event::Tick) next.
+    pub fn next_wakeup(&self) -> Option<Timestamp> {
+        self.timers.first().map(|t| t.at)
+    }
+
+    pub fn task_name(&self, task: TaskId) -> &str {
+        &self.job.tasks[task].name
+    }
+}

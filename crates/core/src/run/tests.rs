@@ -1,0 +1,636 @@
+//! State machine tests: scenario tests for each rule, then property tests
+//! over random DAGs and random outcomes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::{Condition, Job, TaskId};
+use crate::parse_job_file;
+
+fn job(yaml: &str) -> Arc<Job> {
+    let file = parse_job_file("test.yml", yaml).unwrap_or_else(|e| panic!("invalid fixture:\n{e}"));
+    Arc::new(file.jobs.into_iter().next().expect("one job"))
+}
+
+/// Drives a run by hand: events in, decisions recorded.
+struct Sim {
+    run: RunState,
+    now: Timestamp,
+    /// Dispatched and not yet finished: (task, attempt, phase).
+    inflight: Vec<(TaskId, u32, Phase)>,
+    kills: Vec<(TaskId, Phase)>,
+    started: Vec<(String, Phase)>,
+}
+
+impl Sim {
+    fn new(yaml: &str) -> Sim {
+        Sim::with_job(job(yaml))
+    }
+
+    fn with_job(job: Arc<Job>) -> Sim {
+        let now = Timestamp::from_second(1_000_000).expect("valid");
+        let params = crate::params::resolve_params(&job, &[]).expect("defaults suffice");
+        let mut sim = Sim {
+            run: RunState::new("r1".into(), job, params, now),
+            now,
+            inflight: Vec::new(),
+            kills: Vec::new(),
+            started: Vec::new(),
+        };
+        sim.apply(Event::Start);
+        sim
+    }
+
+    fn id(&self, name: &str) -> TaskId {
+        self.run.job.task_id(name).expect("task exists")
+    }
+
+    fn apply(&mut self, event: Event) {
+        let decisions = self.run.apply(event, self.now).expect("event accepted");
+        self.absorb(decisions);
+    }
+
+    fn absorb(&mut self, decisions: Vec<Decision>) {
+        for d in decisions {
+            match d {
+                Decision::Dispatch(spec) => {
+                    self.started.push((spec.name.clone(), spec.phase));
+                    self.inflight.push((spec.task, spec.attempt, spec.phase));
+                    let ev = Event::TaskStarted {
+                        task: spec.task,
+                        attempt: spec.attempt,
+                        phase: spec.phase,
+                        agent: None,
+                    };
+                    let more = self.run.apply(ev, self.now).expect("start accepted");
+                    self.absorb(more);
+                }
+                Decision::Kill { task, phase, .. } => self.kills.push((task, phase)),
+                Decision::TaskChanged(_) | Decision::RunChanged => {}
+            }
+        }
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.inflight
+            .iter()
+            .map(|(t, _, _)| self.run.task_name(*t).to_owned())
+            .collect()
+    }
+
+    fn finish_phase(&mut self, name: &str, phase: Phase, exit: Exit, outputs: &[(&str, &str)]) {
+        let t = self.id(name);
+        let pos = self
+            .inflight
+            .iter()
+            .position(|(x, _, p)| *x == t && *p == phase)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let (_, attempt, _) = self.inflight.remove(pos);
+        let outputs = outputs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.apply(Event::TaskFinished {
+            task: t,
+            attempt,
+            phase,
+            exit,
+            outputs,
+        });
+    }
+
+    fn finish(&mut self, name: &str, code: i32) {
+        self.finish_phase(name, Phase::Main, Exit::Code(code), &[]);
+    }
+
+    fn status(&self, name: &str) -> TaskStatus {
+        self.run.tasks[self.id(name)].main.status
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self
+            .now
+            .checked_add(jiff::SignedDuration::try_from(d).expect("small"))
+            .expect("in range");
+        self.apply(Event::Tick);
+    }
+}
+
+#[test]
+fn independent_tasks_start_together() {
+    let sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: 'true'}\n   b: {run: 'true'}\n   c: {run: 'true', needs: [a]}\n",
+    );
+    assert_eq!(sim.running(), vec!["a", "b"]);
+}
+
+#[test]
+fn needs_wait_for_success() {
+    let mut sim =
+        Sim::new("jobs:\n j:\n  tasks:\n   a: {run: 'true'}\n   b: {run: 'true', needs: [a]}\n");
+    assert_eq!(sim.running(), vec!["a"]);
+    sim.finish("a", 0);
+    assert_eq!(sim.running(), vec!["b"]);
+    sim.finish("b", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+}
+
+#[test]
+fn failure_skips_success_dependants_and_runs_failure_handlers() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: 'false'}\n   ok: {run: x, needs: [a]}\n   after_ok: {run: x, needs: [ok]}\n   on_skip: {run: x, needs: {ok: skipped}}\n   handler: {run: x, needs: {a: failure}}\n   cleanup: {run: x, needs: {a: always}}\n",
+    );
+    sim.finish("a", 1);
+    assert_eq!(sim.status("ok"), TaskStatus::Skipped);
+    assert_eq!(sim.status("after_ok"), TaskStatus::Skipped);
+    let mut running = sim.running();
+    running.sort();
+    assert_eq!(running, vec!["cleanup", "handler", "on_skip"]);
+    for t in ["handler", "cleanup", "on_skip"] {
+        sim.finish(t, 0);
+    }
+    assert_eq!(
+        sim.run.status,
+        RunStatus::Failed,
+        "on_failure reacts without absorbing the failure"
+    );
+}
+
+#[test]
+fn routed_exit_code_is_a_branch_not_a_failure() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   probe: {run: x, on_exit_code: {101: fix}, on_success: deploy}\n   fix: {run: x}\n   deploy: {run: x}\n",
+    );
+    sim.finish("probe", 101);
+    assert_eq!(sim.status("probe"), TaskStatus::Failed);
+    assert_eq!(
+        sim.status("deploy"),
+        TaskStatus::Skipped,
+        "{:?}",
+        sim.run.tasks[0].main.reason
+    );
+    assert_eq!(sim.running(), vec!["fix"]);
+    sim.finish("fix", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+}
+
+#[test]
+fn unrouted_exit_code_fails_the_run() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   probe: {run: x, on_exit_code: {101: fix}}\n   fix: {run: x}\n",
+    );
+    sim.finish("probe", 3);
+    assert_eq!(sim.status("fix"), TaskStatus::Skipped);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+}
+
+#[test]
+fn allow_failure_counts_as_success_downstream() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   lint: {run: x, allow_failure: true}\n   build: {run: x, needs: [lint]}\n   react: {run: x, needs: {lint: failure}}\n",
+    );
+    sim.finish("lint", 1);
+    let mut running = sim.running();
+    running.sort();
+    assert_eq!(running, vec!["build", "react"]);
+    sim.finish("build", 0);
+    sim.finish("react", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+}
+
+#[test]
+fn if_false_skips_and_propagates() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  params: {env: dev}\n  tasks:\n   deploy: {run: x, if: \"params.env == 'prod'\"}\n   verify: {run: x, needs: [deploy]}\n   report: {run: x, needs: {deploy: skipped}}\n",
+    );
+    assert_eq!(
+        sim.status("deploy"),
+        TaskStatus::Skipped,
+        "{:?}",
+        sim.run.tasks[0].main.reason
+    );
+    assert_eq!(sim.status("verify"), TaskStatus::Skipped);
+    sim.finish("report", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+}
+
+#[test]
+fn retries_are_counted_exactly() {
+    for (retries, expected) in [(2, RunStatus::Succeeded), (1, RunStatus::Failed)] {
+        let mut sim = Sim::new(&format!(
+            "jobs:\n j:\n  tasks:\n   flaky: {{run: x, retry: {retries}}}\n"
+        ));
+        let mut attempt = 0;
+        while sim.run.status == RunStatus::Running {
+            attempt += 1;
+            sim.finish("flaky", if attempt < 3 { 1 } else { 0 });
+        }
+        assert_eq!(sim.run.status, expected, "retry: {retries}");
+        assert_eq!(sim.run.tasks[0].main.attempts.len(), (retries + 1).min(3));
+    }
+}
+
+#[test]
+fn exponential_backoff_waits_between_attempts() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   t: {run: x, retry: {attempts: 3, delay: 10s, backoff: exponential, max_delay: 15s}}\n",
+    );
+    sim.finish("t", 1);
+    assert!(sim.running().is_empty());
+    let due = sim.run.next_wakeup().expect("retry timer");
+    assert_eq!(due.duration_since(sim.now).as_secs(), 10);
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.running(), vec!["t"]);
+    sim.finish("t", 1);
+    let due = sim.run.next_wakeup().expect("retry timer");
+    assert_eq!(
+        due.duration_since(sim.now).as_secs(),
+        15,
+        "20s capped at max_delay"
+    );
+}
+
+#[test]
+fn timeout_kills_then_marks_timed_out() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   slow: {run: x, timeout: 5s}\n");
+    sim.advance(Duration::from_secs(4));
+    assert!(sim.kills.is_empty());
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.kills, vec![(0, Phase::Main)]);
+    sim.finish_phase("slow", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.status("slow"), TaskStatus::TimedOut);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+}
+
+#[test]
+fn run_timeout_stops_everything_but_always() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  timeout: 1m\n  tasks:\n   a: {run: x}\n   b: {run: x, needs: [a]}\n   clean: {run: x, always: true, needs: [b]}\n",
+    );
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(sim.kills, vec![(0, Phase::Main)]);
+    sim.finish_phase("a", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.status("a"), TaskStatus::TimedOut);
+    assert_eq!(sim.status("b"), TaskStatus::Cancelled);
+    sim.finish("clean", 0);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+    assert!(
+        sim.run
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after 1m")
+    );
+}
+
+#[test]
+fn cancel_stops_pending_kills_running_and_still_runs_always() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x, needs: [a]}\n   clean: {run: x, always: true, needs: [a]}\n",
+    );
+    sim.apply(Event::Cancel {
+        reason: "by test".into(),
+        force: false,
+    });
+    assert_eq!(sim.kills, vec![(0, Phase::Main)]);
+    assert_eq!(sim.status("b"), TaskStatus::Cancelled);
+    sim.finish_phase("a", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.status("a"), TaskStatus::Cancelled);
+    assert_eq!(sim.running(), vec!["clean"]);
+    sim.finish("clean", 0);
+    assert_eq!(sim.run.status, RunStatus::Cancelled);
+    let err = sim.run.apply(
+        Event::Cancel {
+            reason: "again".into(),
+            force: false,
+        },
+        sim.now,
+    );
+    assert_eq!(err, Err(EventError::Finished));
+}
+
+#[test]
+fn forced_cancel_kills_always_tasks_too() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   clean: {run: x, always: true, needs: [a]}\n",
+    );
+    sim.apply(Event::Cancel {
+        reason: "first".into(),
+        force: false,
+    });
+    sim.finish_phase("a", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.running(), vec!["clean"]);
+    sim.apply(Event::Cancel {
+        reason: "second".into(),
+        force: true,
+    });
+    assert!(sim.kills.contains(&(1, Phase::Main)));
+    sim.finish_phase("clean", Phase::Main, Exit::Signal(9), &[]);
+    assert_eq!(sim.run.status, RunStatus::Cancelled);
+}
+
+#[test]
+fn fail_fast_cancels_siblings() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  fail_fast: true\n  tasks:\n   a: {run: x}\n   b: {run: x}\n   c: {run: x, needs: [b]}\n",
+    );
+    sim.finish("a", 1);
+    assert_eq!(sim.kills, vec![(1, Phase::Main)]);
+    sim.finish_phase("b", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.status("c"), TaskStatus::Cancelled);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+}
+
+#[test]
+fn outputs_flow_downstream_and_into_scripts() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: 'echo {{ tasks.a.outputs.v }}', needs: [a]}\n",
+    );
+    sim.finish_phase("a", Phase::Main, Exit::Code(0), &[("v", "1.2 beta")]);
+    let spec = sim.run.apply(Event::Tick, sim.now).expect("tick");
+    assert!(spec.is_empty());
+    assert_eq!(
+        sim.run.tasks[0].outputs.get("v").map(String::as_str),
+        Some("1.2 beta")
+    );
+}
+
+#[test]
+fn undo_runs_in_reverse_order_when_the_run_fails() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x, undo: ua}\n   b: {run: x, undo: ub, needs: [a]}\n   c: {run: x, needs: [b]}\n   side: {run: x, undo: us}\n",
+    );
+    sim.finish("a", 0);
+    sim.finish("side", 0);
+    sim.finish("b", 0);
+    sim.finish("c", 1);
+    let undos: Vec<String> = sim
+        .inflight
+        .iter()
+        .map(|(t, _, _)| sim.run.task_name(*t).to_owned())
+        .collect();
+    assert_eq!(
+        undos,
+        vec!["b", "side"],
+        "b's undo waits for nothing; a's waits for b's"
+    );
+    sim.finish_phase("b", Phase::Undo, Exit::Code(0), &[]);
+    assert_eq!(sim.running(), vec!["side", "a"]);
+    sim.finish_phase("side", Phase::Undo, Exit::Code(0), &[]);
+    sim.finish_phase("a", Phase::Undo, Exit::Code(0), &[]);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+}
+
+#[test]
+fn no_undo_when_the_run_succeeds() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, undo: ua}\n");
+    sim.finish("a", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+    assert!(sim.run.tasks[0].undo.is_none());
+}
+
+#[test]
+fn stale_reports_are_refused() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, retry: 1}\n");
+    sim.finish("a", 1);
+    let stale = Event::TaskFinished {
+        task: 0,
+        attempt: 1,
+        phase: Phase::Main,
+        exit: Exit::Code(0),
+        outputs: BTreeMap::new(),
+    };
+    assert!(matches!(
+        sim.run.apply(stale, sim.now),
+        Err(EventError::Stale { .. })
+    ));
+    assert_eq!(sim.run.tasks[0].main.attempt(), 2);
+}
+
+#[test]
+fn lost_attempts_are_retried_then_fail() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, retry: 1}\n");
+    sim.finish_phase("a", Phase::Main, Exit::Lost, &[]);
+    assert_eq!(sim.run.tasks[0].main.attempts[0].status, TaskStatus::Lost);
+    sim.finish_phase("a", Phase::Main, Exit::Lost, &[]);
+    assert_eq!(sim.status("a"), TaskStatus::Failed);
+    assert_eq!(
+        sim.run.tasks[0].main.reason.as_deref(),
+        Some("lost: its lease expired")
+    );
+}
+
+#[test]
+fn join_points_succeed_at_once() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x}\n   join: {needs: [a, b]}\n   after: {run: x, needs: [join]}\n",
+    );
+    sim.finish("a", 0);
+    sim.finish("b", 0);
+    assert_eq!(sim.status("join"), TaskStatus::Succeeded);
+    assert_eq!(sim.running(), vec!["after"]);
+}
+
+#[test]
+fn template_errors_fail_the_task_without_retry() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: 'echo {{ tasks.a.outputs.missing }}', needs: [a], retry: 3}\n",
+    );
+    sim.finish("a", 0);
+    assert_eq!(sim.status("b"), TaskStatus::Failed);
+    let reason = sim.run.tasks[1].main.reason.clone().unwrap_or_default();
+    assert!(reason.contains("template error in `run`"), "{reason}");
+    assert_eq!(sim.run.tasks[1].main.attempts.len(), 1);
+}
+
+// ---- property tests ----
+
+#[derive(Clone, Debug)]
+struct GenTask {
+    needs: Vec<(usize, u8)>,
+    always: bool,
+    allow_failure: bool,
+    undo: bool,
+    retry: u32,
+}
+
+fn gen_job() -> impl Strategy<Value = Vec<GenTask>> {
+    (1usize..8).prop_flat_map(|n| {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let needs = proptest::collection::vec((0..i.max(1), 0u8..5), 0..=i.min(3));
+                (needs, any::<bool>(), any::<bool>(), any::<bool>(), 0u32..3).prop_map(
+                    move |(needs, always, allow_failure, undo, retry)| GenTask {
+                        needs: if i == 0 { Vec::new() } else { needs },
+                        always,
+                        allow_failure,
+                        undo,
+                        retry,
+                    },
+                )
+            })
+            .collect();
+        tasks
+    })
+}
+
+fn yaml_of(tasks: &[GenTask]) -> String {
+    let mut s = String::from("jobs:\n j:\n  tasks:\n");
+    for (i, t) in tasks.iter().enumerate() {
+        s.push_str(&format!(
+            "   t{i}:\n    run: x\n    retry: {}\n    always: {}\n    allow_failure: {}\n",
+            t.retry, t.always, t.allow_failure
+        ));
+        if t.undo {
+            s.push_str("    undo: u\n");
+        }
+        let mut seen = BTreeSet::new();
+        let needs: Vec<_> = t.needs.iter().filter(|(d, _)| seen.insert(*d)).collect();
+        if !needs.is_empty() {
+            s.push_str("    needs:\n");
+            for (d, c) in needs {
+                let cond = [
+                    "success",
+                    "failure",
+                    "always",
+                    "skipped",
+                    "{exit_codes: [3]}",
+                ][*c as usize];
+                s.push_str(&format!("     t{d}: {cond}\n"));
+            }
+        }
+    }
+    s
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Finish { pick: usize, code: i32 },
+    Cancel { force: bool },
+    Tick,
+}
+
+fn gen_steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        prop_oneof![
+            8 => (any::<usize>(), prop_oneof![Just(0), Just(1), Just(3)]).prop_map(|(pick, code)| Step::Finish { pick, code }),
+            1 => any::<bool>().prop_map(|force| Step::Cancel { force }),
+            1 => Just(Step::Tick),
+        ],
+        0..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_run_terminates_and_respects_its_rules(tasks in gen_job(), steps in gen_steps()) {
+        let job = job(&yaml_of(&tasks));
+        let n = job.tasks.len();
+        let mut sim = Sim::with_job(job.clone());
+        let mut terminal_seen: Vec<Option<TaskStatus>> = vec![None; n];
+        let mut undo_done_order: Vec<TaskId> = Vec::new();
+        let mut undo_started: Vec<TaskId> = Vec::new();
+        let check = |sim: &Sim, terminal_seen: &mut Vec<Option<TaskStatus>>| {
+            for (t, seen) in terminal_seen.iter_mut().enumerate() {
+                let status = sim.run.tasks[t].main.status;
+                if let Some(prev) = seen {
+                    prop_assert_eq!(*prev, status, "a terminal task changed state");
+                } else if status.is_terminal() {
+                    *seen = Some(status);
+                }
+            }
+            Ok(())
+        };
+        let mut steps = steps.into_iter();
+        // Random steps, then finish everything still running until the run ends.
+        for _ in 0..10_000 {
+            if sim.run.status.is_terminal() { break; }
+            let step = steps.next().unwrap_or(Step::Finish { pick: 0, code: 0 });
+            match step {
+                Step::Finish { pick, code } => {
+                    if sim.inflight.is_empty() {
+                        sim.advance(Duration::from_secs(3600));
+                        continue;
+                    }
+                    let (t, attempt, phase) = sim.inflight.remove(pick % sim.inflight.len());
+                    // Rule: a task starts only once its needs allow it.
+                    if phase == Phase::Main && attempt == 1 {
+                        let def = &job.tasks[t];
+                        for need in &def.needs {
+                            let dep = sim.run.tasks[need.task].main.status;
+                            prop_assert!(dep.is_terminal(), "t{} ran before t{} settled", t, need.task);
+                        }
+                    }
+                    if phase == Phase::Undo {
+                        undo_started.push(t);
+                    }
+                    let decisions = sim.run.apply(Event::TaskFinished { task: t, attempt, phase, exit: Exit::Code(code), outputs: BTreeMap::new() }, sim.now);
+                    let decisions = decisions.expect("current attempt accepted");
+                    if phase == Phase::Undo { undo_done_order.push(t); }
+                    sim.absorb(decisions);
+                }
+                Step::Cancel { force } => {
+                    let r = sim.run.apply(Event::Cancel { reason: "test".into(), force }, sim.now);
+                    if let Ok(d) = r { sim.absorb(d); }
+                }
+                Step::Tick => sim.advance(Duration::from_secs(3600)),
+            }
+            check(&sim, &mut terminal_seen)?;
+        }
+        prop_assert!(sim.run.status.is_terminal(), "run did not terminate: {:?}", sim.run.status);
+        for t in 0..n {
+            prop_assert!(sim.run.tasks[t].main.status.is_terminal(), "t{} not terminal", t);
+        }
+        // Undo order: a task's undo finishes after the undos of its descendants.
+        for (i, &t) in undo_done_order.iter().enumerate() {
+            for d in job.descendants(t) {
+                if let Some(j) = undo_done_order.iter().position(|&x| x == d) {
+                    prop_assert!(j < i, "undo of t{} finished before undo of its descendant t{}", t, d);
+                }
+            }
+        }
+        // Undo only for succeeded tasks of failed runs.
+        for &t in &undo_started {
+            prop_assert_eq!(sim.run.tasks[t].main.status, TaskStatus::Succeeded);
+            prop_assert_eq!(sim.run.status, RunStatus::Failed);
+        }
+    }
+
+    #[test]
+    fn dispatch_only_when_conditions_hold(tasks in gen_job(), codes in proptest::collection::vec(prop_oneof![Just(0), Just(1), Just(3)], 64)) {
+        let job = job(&yaml_of(&tasks));
+        let mut sim = Sim::with_job(job.clone());
+        let mut codes = codes.into_iter().cycle();
+        while let Some(&(t, attempt, phase)) = sim.inflight.first() {
+            if phase == Phase::Main && attempt == 1 && !job.tasks[t].always {
+                for need in &job.tasks[t].needs {
+                    let dep = &sim.run.tasks[need.task].main;
+                    let allow = job.tasks[need.task].allow_failure;
+                    let holds = need.conditions.iter().any(|c| match c {
+                        Condition::Success => dep.status == TaskStatus::Succeeded || (allow && dep.status.is_failure()),
+                        Condition::Failure => dep.status.is_failure(),
+                        Condition::Always => true,
+                        Condition::Skipped => dep.status == TaskStatus::Skipped,
+                        Condition::ExitCodes(cs) => dep.exit_code().is_some_and(|c| cs.contains(&c)),
+                    });
+                    prop_assert!(holds, "t{} dispatched though its need on t{} does not hold", t, need.task);
+                }
+            }
+            sim.inflight.remove(0);
+            let code = codes.next().unwrap_or(0);
+            let d = sim.run.apply(Event::TaskFinished { task: t, attempt, phase, exit: Exit::Code(code), outputs: BTreeMap::new() }, sim.now).expect("accepted");
+            sim.absorb(d);
+            if sim.inflight.is_empty() && !sim.run.status.is_terminal() {
+                sim.advance(Duration::from_secs(3600));
+            }
+        }
+        prop_assert!(sim.run.status.is_terminal());
+    }
+}

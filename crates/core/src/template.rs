@@ -1,0 +1,214 @@
+//! Jinja templates (minijinja, strict mode) in job files.
+//!
+//! Values interpolated into a `run` or `undo` script are shell-quoted, so a
+//! parameter can never inject shell syntax; `{{ x | raw }}` opts out. Other
+//! fields (`env` values, `if`, `concurrency_key`, …) render as plain text.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
+
+/// The roots a template may name; anything else is a typo.
+pub const ROOTS: &[&str] = &["params", "env", "run", "job", "tasks", "secrets", "item"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// A shell script: interpolated values are shell-quoted.
+    Shell,
+    /// Plain text: values are inserted as they are.
+    Text,
+    /// A condition: either a bare expression (`params.env == 'prod'`) or a
+    /// template that renders `true` or `false`.
+    Condition,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// 1-based line within the template, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn from_jinja(e: &Error) -> TemplateError {
+        let mut message = match e.kind() {
+            ErrorKind::UndefinedError => "undefined value".to_owned(),
+            kind => kind.to_string(),
+        };
+        if let Some(detail) = e.detail() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        TemplateError {
+            line: e.line(),
+            message,
+        }
+    }
+}
+
+fn environment(flavor: Flavor) -> &'static Environment<'static> {
+    static SHELL: OnceLock<Environment<'static>> = OnceLock::new();
+    static TEXT: OnceLock<Environment<'static>> = OnceLock::new();
+    let (cell, shell) = match flavor {
+        Flavor::Shell => (&SHELL, true),
+        Flavor::Text | Flavor::Condition => (&TEXT, false),
+    };
+    cell.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_recursion_limit(64);
+        env.add_filter("raw", |v: Value| Value::from_safe_string(v.to_string()));
+        if shell {
+            env.set_auto_escape_callback(|_| AutoEscape::Custom("shell".into()));
+            env.set_formatter(|out, state, value| {
+                if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == "shell")
+                    && !value.is_safe()
+                {
+                    let text = value.to_string();
+                    let quoted = shlex::try_quote(&text).map_err(|_| {
+                        Error::new(
+                            ErrorKind::InvalidOperation,
+                            "a value with a NUL byte cannot be put in a shell script",
+                        )
+                    })?;
+                    out.write_str(&quoted).map_err(Error::from)
+                } else {
+                    minijinja::escape_formatter(out, state, value)
+                }
+            });
+        }
+        env
+    })
+}
+
+fn is_template(source: &str) -> bool {
+    source.contains("{{") || source.contains("{%") || source.contains("{#")
+}
+
+fn is_bare_expression(flavor: Flavor, source: &str) -> bool {
+    flavor == Flavor::Condition && !is_template(source)
+}
+
+/// Compiles a template and returns the variables it reads from the outside,
+/// as dotted paths (`params.branch`, `tasks.test.outputs.version`).
+pub fn variables(flavor: Flavor, source: &str) -> Result<BTreeSet<String>, TemplateError> {
+    let env = environment(flavor);
+    let vars = if is_bare_expression(flavor, source) {
+        env.compile_expression(source)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .undeclared_variables(true)
+    } else if !is_template(source) {
+        return Ok(BTreeSet::new());
+    } else {
+        env.template_from_str(source)
+            .map_err(|e| TemplateError::from_jinja(&e))?
+            .undeclared_variables(true)
+    };
+    Ok(vars.into_iter().collect())
+}
+
+/// Renders a shell script or a text field.
+pub fn render(flavor: Flavor, source: &str, ctx: &Value) -> Result<String, TemplateError> {
+    if !is_template(source) {
+        return Ok(source.to_owned());
+    }
+    environment(flavor)
+        .render_str(source, ctx)
+        .map_err(|e| TemplateError::from_jinja(&e))
+}
+
+/// Evaluates an `if:` condition.
+pub fn condition(source: &str, ctx: &Value) -> Result<bool, TemplateError> {
+    if is_bare_expression(Flavor::Condition, source) {
+        let env = environment(Flavor::Condition);
+        let expr = env
+            .compile_expression(source)
+            .map_err(|e| TemplateError::from_jinja(&e))?;
+        return expr
+            .eval(ctx)
+            .map(|v| v.is_true())
+            .map_err(|e| TemplateError::from_jinja(&e));
+    }
+    let text = render(Flavor::Condition, source, ctx)?;
+    match text.trim() {
+        t if t.eq_ignore_ascii_case("true") => Ok(true),
+        t if t.eq_ignore_ascii_case("false") || t.is_empty() => Ok(false),
+        other => Err(TemplateError {
+            line: None,
+            message: format!("`if` rendered `{other}`; it must render `true` or `false`"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    #[test]
+    fn shell_values_are_quoted_unless_raw() {
+        let ctx = context! { params => context! { name => "a b; touch /tmp/x", safe => "main" } };
+        let out = render(
+            Flavor::Shell,
+            "echo {{ params.name }} {{ params.safe }}",
+            &ctx,
+        )
+        .expect("renders");
+        assert_eq!(out, "echo 'a b; touch /tmp/x' main");
+        let raw = render(Flavor::Shell, "echo {{ params.name | raw }}", &ctx).expect("renders");
+        assert_eq!(raw, "echo a b; touch /tmp/x");
+    }
+
+    #[test]
+    fn command_substitution_is_quoted() {
+        let ctx = context! { params => context! { v => "$(touch /tmp/x)" } };
+        let out = render(Flavor::Shell, "echo {{ params.v }}", &ctx).expect("renders");
+        assert_eq!(out, "echo '$(touch /tmp/x)'");
+    }
+
+    #[test]
+    fn text_is_not_quoted() {
+        let ctx = context! { params => context! { name => "a b" } };
+        assert_eq!(
+            render(Flavor::Text, "x-{{ params.name }}", &ctx).expect("renders"),
+            "x-a b"
+        );
+    }
+
+    #[test]
+    fn strict_undefined_is_an_error() {
+        let ctx = context! { params => context! {} };
+        let err = render(Flavor::Shell, "echo\n{{ params.missing }}", &ctx).expect_err("undefined");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn variables_are_dotted_paths() {
+        let vars = variables(
+            Flavor::Shell,
+            "{{ params.a }} {{ tasks.b.outputs.c }} {% for x in [1] %}{{ x }}{% endfor %}",
+        )
+        .expect("compiles");
+        assert_eq!(
+            vars.into_iter().collect::<Vec<_>>(),
+            vec!["params.a".to_owned(), "tasks.b.outputs.c".to_owned()]
+        );
+    }
+
+    #[test]
+    fn conditions() {
+        let ctx = context! { params => context! { env => "prod" } };
+        assert_eq!(condition("params.env == 'prod'", &ctx), Ok(true));
+        assert_eq!(condition("{{ params.env == 'dev' }}", &ctx), Ok(false));
+        assert!(condition("{{ params.env }}", &ctx).is_err());
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let err = variables(Flavor::Shell, "echo {{ params.a ").expect_err("syntax");
+        assert_eq!(err.line, Some(1));
+    }
+}

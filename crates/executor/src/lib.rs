@@ -1,0 +1,40 @@
+//! Runs one task attempt as a local process: the `process` executor.
+//!
+//! [`spawn`] starts the rendered script under a shell (`bash -eo pipefail`, or
+//! `sh -e` where bash is missing) in the task's workspace, with exactly the
+//! environment the caller composed. [`RunningProcess::wait`] supervises it:
+//! it streams stdout and stderr line by line to the attempt's log file and to a
+//! [`LogSink`], delivers kill requests, and finally reads the `$GANGER_OUTPUT`
+//! file into the attempt's outputs.
+//!
+//! Invariants the rest of ganger relies on:
+//!
+//! - **No process survives `wait`.** The script runs as the leader of its own
+//!   process group, and once the leader has exited (for any reason) the whole
+//!   group is SIGKILLed and `wait` returns only after its members are dead, so
+//!   a forgotten `sleep 300 &` cannot outlive its task or hold its slot. The
+//!   one exception is a process that deliberately leaves the group (`setsid`);
+//!   `wait` then stops reading its output after a bounded drain and says so in
+//!   [`Outcome::warnings`].
+//! - **Spawning stays on the `posix_spawn` path.** A server holding gigabytes
+//!   of memory must start processes in well under a millisecond, which
+//!   `fork`+`exec` cannot do (it copies page tables). So the executor never
+//!   uses `pre_exec`, uid/gid switching or anything else that makes the
+//!   standard library fall back to `fork`; see `process.rs`.
+//! - **Memory stays bounded** whatever the task prints: output is streamed,
+//!   long lines are split, and the log file can be capped.
+//!
+//! [`spawn`] must be called from within a Tokio runtime.
+
+mod error;
+mod group;
+mod lines;
+mod logs;
+mod outputs;
+mod process;
+mod shell;
+mod types;
+
+pub use error::SpawnError;
+pub use process::{RunningProcess, spawn};
+pub use types::{KillMode, LogLine, LogSink, Outcome, ProcessSpec, Stream, Termination};

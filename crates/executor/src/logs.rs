@@ -1,0 +1,204 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::fs::File;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::sync::oneshot;
+
+use crate::lines::LineSplitter;
+use crate::types::{LogLine, LogSink, Stream};
+
+/// Bytes asked for per pipe read: big enough that a chatty task costs few
+/// reads and flushes, small enough to bound memory per running task.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What the capture learnt that the outcome should mention.
+#[derive(Debug, Default)]
+pub(crate) struct LogReport {
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Writes captured lines to the log file (up to the cap) and to the sink.
+struct LogWriter {
+    file: Option<BufWriter<File>>,
+    path: PathBuf,
+    sink: Arc<dyn LogSink>,
+    cap: Option<u64>,
+    written: u64,
+    truncated: bool,
+    warnings: Vec<String>,
+}
+
+impl LogWriter {
+    async fn line(&mut self, stream: Stream, text: String) {
+        if self.truncated {
+            return;
+        }
+        let line = LogLine {
+            at: jiff::Timestamp::now(),
+            stream,
+            text,
+        };
+        let formatted = format_line(&line);
+        if let Some(cap) = self.cap
+            && self.written.saturating_add(formatted.len() as u64) > cap
+        {
+            self.truncate(cap).await;
+            return;
+        }
+        self.write(formatted.as_bytes()).await;
+        self.sink.line(&line);
+    }
+
+    async fn truncate(&mut self, cap: u64) {
+        self.truncated = true;
+        let message = format!("log truncated: cap of {cap} bytes reached");
+        let notice = LogLine {
+            at: jiff::Timestamp::now(),
+            // The notice is ganger's, not the task's, so it goes with the
+            // diagnostics: readers of the file see one consistent format.
+            stream: Stream::Stderr,
+            text: format!("[ganger] {message}"),
+        };
+        self.write(format_line(&notice).as_bytes()).await;
+        self.sink.line(&notice);
+        self.warnings.push(message);
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(bytes).await {
+            Ok(()) => self.written += bytes.len() as u64,
+            Err(error) => self.lose_file(error),
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some(file) = self.file.as_mut()
+            && let Err(error) = file.flush().await
+        {
+            self.lose_file(error);
+        }
+    }
+
+    /// A full disk must not fail the task or stall its pipes: the sink still
+    /// gets every line, only the file stops.
+    fn lose_file(&mut self, error: std::io::Error) {
+        self.file = None;
+        self.warnings.push(format!(
+            "log file {} is incomplete: {error}",
+            self.path.display()
+        ));
+    }
+}
+
+/// `<RFC 3339 UTC, milliseconds> <out|err> <text>\n`
+fn format_line(line: &LogLine) -> String {
+    format!("{:.3} {} {}\n", line.at, line.stream.tag(), line.text)
+}
+
+pub(crate) struct Capture {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) sink: Arc<dyn LogSink>,
+    pub(crate) cap: Option<u64>,
+}
+
+/// Reads both pipes concurrently until both reach end of file or `stop`
+/// fires (or its sender is dropped), then flushes what is left.
+pub(crate) async fn capture(
+    capture: Capture,
+    mut stdout: impl AsyncRead + Unpin,
+    mut stderr: impl AsyncRead + Unpin,
+    mut stop: oneshot::Receiver<()>,
+) -> LogReport {
+    let mut writer = LogWriter {
+        file: Some(BufWriter::with_capacity(READ_CHUNK, capture.file)),
+        path: capture.path,
+        sink: capture.sink,
+        cap: capture.cap,
+        written: 0,
+        truncated: false,
+        warnings: Vec::new(),
+    };
+    let mut out = PipeState::new(Stream::Stdout);
+    let mut err = PipeState::new(Stream::Stderr);
+    let mut out_buf = vec![0u8; READ_CHUNK];
+    let mut err_buf = vec![0u8; READ_CHUNK];
+    let mut lines = Vec::new();
+
+    while out.open || err.open {
+        // `read` is cancel-safe: the branch that loses the race has read
+        // nothing, so no output is lost.
+        tokio::select! {
+            result = stdout.read(&mut out_buf), if out.open => {
+                out.consume(result, &out_buf, &mut lines, &mut writer.warnings);
+            }
+            result = stderr.read(&mut err_buf), if err.open => {
+                err.consume(result, &err_buf, &mut lines, &mut writer.warnings);
+            }
+            _ = &mut stop => break,
+        }
+        for (stream, text) in lines.drain(..) {
+            writer.line(stream, text).await;
+        }
+        // Once per read rather than per line: followers of the file see
+        // output promptly, at one write per pipe read.
+        writer.flush().await;
+    }
+
+    for pipe in [&mut out, &mut err] {
+        pipe.finish(&mut lines);
+    }
+    for (stream, text) in lines.drain(..) {
+        writer.line(stream, text).await;
+    }
+    writer.flush().await;
+    LogReport {
+        warnings: writer.warnings,
+    }
+}
+
+struct PipeState {
+    stream: Stream,
+    open: bool,
+    splitter: LineSplitter,
+}
+
+impl PipeState {
+    fn new(stream: Stream) -> Self {
+        PipeState {
+            stream,
+            open: true,
+            splitter: LineSplitter::default(),
+        }
+    }
+
+    fn consume(
+        &mut self,
+        result: std::io::Result<usize>,
+        buf: &[u8],
+        lines: &mut Vec<(Stream, String)>,
+        warnings: &mut Vec<String>,
+    ) {
+        let stream = self.stream;
+        match result {
+            Ok(0) => self.finish(lines),
+            Ok(n) => self
+                .splitter
+                .feed(&buf[..n], &mut |text| lines.push((stream, text))),
+            Err(error) => {
+                warnings.push(format!("reading {}: {error}", stream.tag()));
+                self.finish(lines);
+            }
+        }
+    }
+
+    fn finish(&mut self, lines: &mut Vec<(Stream, String)>) {
+        let stream = self.stream;
+        self.open = false;
+        self.splitter.finish(&mut |text| lines.push((stream, text)));
+    }
+}
