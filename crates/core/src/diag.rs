@@ -76,11 +76,13 @@ impl Sink {
 
 /// "did you mean `x`?" when a known name is close to what was written.
 pub(crate) fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    // Close enough: at most one edit per three characters (and one for short words).
+    let allowed = given.chars().count().div_ceil(3).max(1);
     let best = known
         .into_iter()
-        .map(|k| (strsim::jaro_winkler(given, k), k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+        .map(|k| (strsim::damerau_levenshtein(given, k), k))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance);
     match best {
         Some((_, k)) => format!("; did you mean `{k}`?"),
         None => String::new(),

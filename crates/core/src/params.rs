@@ -70,14 +70,14 @@ pub fn resolve_params(
                 String::new()
             }
         };
-        if let Some(re) = &spec.pattern {
-            if !re.is_match(&value) {
-                errors.push(ParamError::Pattern {
-                    name: spec.name.clone(),
-                    value,
-                    pattern: re.as_str().to_owned(),
-                });
-            }
+        if let Some(re) = &spec.pattern
+            && !re.is_match(&value)
+        {
+            errors.push(ParamError::Pattern {
+                name: spec.name.clone(),
+                value,
+                pattern: re.as_str().to_owned(),
+            });
         }
     }
     if errors.is_empty() {

@@ -202,15 +202,15 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
         }
     }
     for p in &params {
-        if let (Some(d), Some(re)) = (&p.default, &p.pattern) {
-            if !re.is_match(d) {
-                let pp = join(&join(&path, "params"), &p.name);
-                sink.err(
-                    pos,
-                    &pp,
-                    format!("default `{d}` does not match the pattern `{}`", re.as_str()),
-                );
-            }
+        if let (Some(d), Some(re)) = (&p.default, &p.pattern)
+            && !re.is_match(d)
+        {
+            let pp = join(&join(&path, "params"), &p.name);
+            sink.err(
+                pos,
+                &pp,
+                format!("default `{d}` does not match the pattern `{}`", re.as_str()),
+            );
         }
     }
     let job = resolve(
@@ -1206,18 +1206,16 @@ fn resolve(
     }
     job.tasks = tasks;
     job.dependants = dependants;
-    let cyclic = report_cycles(sink, &job, &need_pos);
+    report_cycles(sink, &job, &need_pos);
     templates.append(&mut job_templates);
-    if !cyclic {
-        for use_ in &templates {
-            check_template(sink, &job, use_);
-        }
+    for use_ in &templates {
+        check_template(sink, &job, use_);
     }
     Some(job)
 }
 
 /// Reports each cycle once, at the `needs` entry that closes it.
-fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, String)>]) -> bool {
+fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, String)>]) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -1226,7 +1224,6 @@ fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, 
     }
     let n = job.tasks.len();
     let mut mark = vec![Mark::New; n];
-    let mut found = false;
     for start in 0..n {
         if mark[start] != Mark::New {
             continue;
@@ -1244,7 +1241,6 @@ fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, 
                         stack.push((dep, 0));
                     }
                     Mark::Active => {
-                        found = true;
                         let from = stack.iter().position(|(s, _)| *s == dep).unwrap_or(0);
                         let mut cycle: Vec<&str> = stack[from..]
                             .iter()
@@ -1267,7 +1263,6 @@ fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, 
             }
         }
     }
-    found
 }
 
 fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
@@ -1295,24 +1290,21 @@ fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
         let second = parts.next();
         match root {
             "params" => {
-                if let Some(name) = second {
-                    if !job.params.iter().any(|p| p.name == name) {
-                        let declared: Vec<&str> =
-                            job.params.iter().map(|p| p.name.as_str()).collect();
-                        let hint = suggestion(name, declared.iter().copied());
-                        let list = if declared.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            declared.join(", ")
-                        };
-                        sink.err(
-                            use_.pos,
-                            &use_.path,
-                            format!(
-                                "template uses undeclared param `{name}` (declared: {list}){hint}"
-                            ),
-                        );
-                    }
+                if let Some(name) = second
+                    && !job.params.iter().any(|p| p.name == name)
+                {
+                    let declared: Vec<&str> = job.params.iter().map(|p| p.name.as_str()).collect();
+                    let hint = suggestion(name, declared.iter().copied());
+                    let list = if declared.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        declared.join(", ")
+                    };
+                    sink.err(
+                        use_.pos,
+                        &use_.path,
+                        format!("template uses undeclared param `{name}` (declared: {list}){hint}"),
+                    );
                 }
             }
             "item" => {

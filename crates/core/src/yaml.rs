@@ -336,7 +336,7 @@ mod tests {
         let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let prev = format!("*a{}", i - 1);
-            let row = vec![prev.as_str(); 10].join(", ");
+            let row = [prev.as_str(); 10].join(", ");
             src.push_str(&format!("a{i}: &a{i} [{row}]\n"));
         }
         let err = p(&src).expect_err("bomb must be refused");

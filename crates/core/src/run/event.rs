@@ -82,7 +82,7 @@ pub enum EventError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// The task is ready: run it (or make it claimable).
-    Dispatch(TaskSpec),
+    Dispatch(Box<TaskSpec>),
     /// Stop a running attempt: SIGTERM and grace, or SIGKILL when `force`.
     Kill {
         task: TaskId,

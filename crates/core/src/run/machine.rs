@@ -306,7 +306,11 @@ impl RunState {
         exec.deadline = None;
         let status = attempt_status(&exit, kill);
         let number = exec.attempt();
-        let reason = describe_exit(&exit, status, timeout);
+        let reason = match status {
+            TaskStatus::Cancelled => Some(self.stop_reason()),
+            _ => describe_exit(&exit, status, timeout),
+        };
+        let exec = &mut self.tasks[t].main;
         if let Some(a) = exec.attempts.last_mut() {
             record_exit(a, &exit, status, reason.clone(), now);
         }
@@ -484,7 +488,7 @@ impl RunState {
                 exec.status = TaskStatus::Ready;
                 exec.attempts.push(new_attempt(number));
                 out.push(Decision::TaskChanged(t));
-                out.push(Decision::Dispatch(spec));
+                out.push(Decision::Dispatch(Box::new(spec)));
             }
             Err(e) => self.fail_unstarted(t, e.to_string(), now, out),
         }
@@ -594,7 +598,7 @@ impl RunState {
                     undo.attempts.push(new_attempt(1));
                 }
                 out.push(Decision::TaskChanged(t));
-                out.push(Decision::Dispatch(spec));
+                out.push(Decision::Dispatch(Box::new(spec)));
             }
             Err(e) => {
                 if let Some(undo) = self.tasks[t].undo.as_mut() {
@@ -712,7 +716,7 @@ fn describe_exit(exit: &Exit, status: TaskStatus, timeout: Option<Duration>) -> 
                 .map(format_duration)
                 .unwrap_or_else(|| "the run's timeout".into())
         )),
-        (TaskStatus::Cancelled, _) => Some("cancelled".into()),
+        (TaskStatus::Cancelled, _) => Some("stopped".into()),
         (_, Exit::Code(c)) => Some(format!("exit code {c}")),
         (_, Exit::Signal(s)) => Some(format!("killed by signal {s}")),
         (_, Exit::Error(e)) => Some(e.clone()),

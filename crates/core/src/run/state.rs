@@ -166,6 +166,15 @@ impl TaskState {
         self.main.status
     }
 
+    /// Status and attempt number of one phase, if that phase exists.
+    pub fn exec_status(&self, phase: Phase) -> Option<(TaskStatus, u32)> {
+        let exec = match phase {
+            Phase::Main => &self.main,
+            Phase::Undo => self.undo.as_ref()?,
+        };
+        Some((exec.status, exec.attempt()))
+    }
+
     pub(crate) fn exec_mut(&mut self, phase: Phase) -> Option<&mut Exec> {
         match phase {
             Phase::Main => Some(&mut self.main),

@@ -1,0 +1,63 @@
+//! Words for states, shared by the plain and live views.
+
+use ganger_core::model::TaskId;
+use ganger_core::run::{Phase, RunState, TaskStatus};
+use jiff::{SignedDuration, Timestamp};
+
+pub(crate) fn duration(d: SignedDuration) -> String {
+    let ms = d.as_millis().max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// The label of a task's phase in output: `build` or `build:undo`.
+pub(crate) fn label(name: &str, phase: Phase) -> String {
+    match phase {
+        Phase::Main => name.to_owned(),
+        Phase::Undo => format!("{name}:undo"),
+    }
+}
+
+/// A one-line account of a task's phase, or `None` when there is nothing
+/// worth saying (pending, ready).
+pub(crate) fn state(run: &RunState, task: TaskId, phase: Phase, now: Timestamp) -> Option<String> {
+    let state = &run.tasks[task];
+    let exec = match phase {
+        Phase::Main => &state.main,
+        Phase::Undo => state.undo.as_ref()?,
+    };
+    let attempt = exec.current();
+    let of = run.job.tasks[task].retry.attempts + 1;
+    let took = attempt.and_then(|a| Some(duration(a.finished_at?.duration_since(a.started_at?))));
+    let reason = exec.reason.as_deref().unwrap_or("");
+    Some(match exec.status {
+        TaskStatus::Pending => {
+            let at = state.retry_at.filter(|_| phase == Phase::Main)?;
+            let wait = duration(at.duration_since(now));
+            let next = exec.attempt() + 1;
+            format!("failed: {reason}; retrying in {wait} (attempt {next} of {of})")
+        }
+        TaskStatus::Ready | TaskStatus::Claimed => return None,
+        TaskStatus::Running if of > 1 && phase == Phase::Main => {
+            format!("running (attempt {} of {of})", exec.attempt())
+        }
+        TaskStatus::Running => format!("running (attempt {})", exec.attempt()),
+        TaskStatus::Succeeded => format!("succeeded in {}", took.unwrap_or_else(|| "0ms".into())),
+        other => {
+            let mut s = other.as_str().to_owned();
+            if !reason.is_empty() {
+                s.push_str(": ");
+                s.push_str(reason);
+            }
+            if let Some(t) = took {
+                s.push_str(&format!(" (after {t})"));
+            }
+            s
+        }
+    })
+}

@@ -1,0 +1,68 @@
+//! How a local run shows itself: a live table on a terminal, plain lines
+//! otherwise, and a summary at the end.
+
+mod describe;
+mod live;
+mod plain;
+
+use std::io::Write;
+use std::path::Path;
+
+use ganger_core::run::{RunState, RunStatus, TaskStatus};
+
+pub(crate) use live::Live;
+pub(crate) use plain::Plain;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Stdout,
+    Stderr,
+}
+
+impl Target {
+    pub(crate) fn write(self, text: &str) {
+        // A closed pipe (e.g. `| head`) must not abort the run.
+        let _ = match self {
+            Target::Stdout => std::io::stdout().lock().write_all(text.as_bytes()),
+            Target::Stderr => std::io::stderr().lock().write_all(text.as_bytes()),
+        };
+    }
+}
+
+pub(crate) fn summary(run: &RunState, workdir: &Path, target: Target) {
+    let took = match (run.started_at, run.finished_at) {
+        (Some(s), Some(f)) => describe::duration(f.duration_since(s)),
+        _ => "0s".into(),
+    };
+    let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+    for t in &run.tasks {
+        match counts.iter_mut().find(|(s, _)| *s == t.main.status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((t.main.status, 1)),
+        }
+    }
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
+        .collect();
+    let verdict = match run.status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Cancelled => "cancelled",
+        RunStatus::Queued | RunStatus::Running => "did not finish",
+    };
+    let mut text = format!(
+        "run {} of job {} {verdict} in {took} ({})\n",
+        run.id,
+        run.job.name,
+        counts.join(", ")
+    );
+    if let Some(reason) = &run.reason {
+        text.push_str(&format!("  reason: {reason}\n"));
+    }
+    text.push_str(&format!(
+        "  logs: {}\n",
+        workdir.join(".ganger").join("logs").display()
+    ));
+    target.write(&text);
+}

@@ -1,0 +1,157 @@
+//! `ganger run FILE [JOB]`: one run, now, on this machine.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use ganger_core::params::resolve_params;
+use ganger_core::run::{RunState, RunStatus};
+use ganger_core::units::parse_duration;
+use ganger_engine::{Control, LocalConfig, Observer, Workdir, new_run_id, run_local};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::exit;
+use crate::load::{Loaded, load, pick};
+use crate::output::{Live, Plain, Target, summary};
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The job file.
+    file: PathBuf,
+    /// The job to run; may be left out when the file has one job.
+    job: Option<String>,
+    /// A parameter, as key=value (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Tasks run at once [default: number of cores].
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Directory for task workspaces, logs and outputs [default: a new temporary directory].
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// Print the final run record as JSON on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_grace)]
+    grace: Duration,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+const LOG_CAP: u64 = 100 << 20;
+
+pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
+    let file = match load(&args.file)? {
+        Loaded::Valid(file) => file,
+        Loaded::Invalid(diags) => {
+            eprintln!("{diags}");
+            return Ok(exit::INVALID);
+        }
+    };
+    let job = pick(file, args.job.as_deref(), &args.file)?;
+    let params = match resolve_params(&job, &args.params) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(exit::INVALID);
+        }
+    };
+    let id = new_run_id();
+    let root = match args.workdir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("ganger-{id}")),
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create the work directory {}", root.display()))?;
+    let root = std::path::absolute(&root).unwrap_or(root);
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = LocalConfig {
+        slots,
+        workdir: Workdir::new(root.clone()),
+        kill_grace: args.grace,
+        log_cap: Some(LOG_CAP),
+        base_env: std::env::vars().collect(),
+    };
+    let run = RunState::new(id, Arc::new(job), params, jiff::Timestamp::now());
+
+    let target = if args.json {
+        Target::Stderr
+    } else {
+        Target::Stdout
+    };
+    let live = !args.json && std::io::stdout().is_terminal();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let finished = runtime.block_on(async move {
+        let (control_tx, control_rx) = mpsc::channel(4);
+        tokio::spawn(forward_signals(control_tx));
+        if live {
+            let live = Arc::new(Live::new(&run));
+            let painter = live.start_painting();
+            let observer: Arc<dyn Observer> = live.clone();
+            let finished = run_local(run, config, observer, control_rx).await;
+            live.stop_painting(painter, &finished).await;
+            finished
+        } else {
+            run_local(run, config, Arc::new(Plain::new(target)), control_rx).await
+        }
+    });
+    summary(&finished, &root, target);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&finished.record())
+                .context("cannot encode the run record")?
+        );
+    }
+    Ok(match finished.status {
+        RunStatus::Succeeded => exit::SUCCESS,
+        RunStatus::Cancelled => exit::CANCELLED,
+        _ => exit::FAILED,
+    })
+}
+
+/// Ctrl-C (or SIGTERM) cancels gracefully; a second one kills.
+async fn forward_signals(control: mpsc::Sender<Control>) {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        seen += 1;
+        if control
+            .send(Control::Cancel { force: seen > 1 })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The local driver behind `ganger run`: the core's decisions carried out
+//! with processes on this machine, `slots` at a time.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganger_core::model::TaskId;
+use ganger_core::run::{Decision, Event, ExecSpec, Exit, Phase, RunState, TaskSpec};
+use ganger_executor::{KillMode, LogLine, LogSink, Outcome, ProcessSpec, Termination};
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use crate::observer::Observer;
+use crate::workdir::Workdir;
+
+/// Variables of ganger's own that tasks must not inherit: credentials.
+const WITHHELD_ENV: &[&str] = &["GANGER_TOKEN", "GANGER_AGENT_TOKEN"];
+
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub slots: usize,
+    pub workdir: Workdir,
+    pub kill_grace: Duration,
+    pub log_cap: Option<u64>,
+    /// The environment tasks start from (usually the caller's own).
+    pub base_env: Vec<(String, String)>,
+}
+
+/// Requests from outside the loop (signal handlers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Cancel gracefully; `force` kills everything at once.
+    Cancel { force: bool },
+}
+
+struct Finished {
+    task: TaskId,
+    attempt: u32,
+    phase: Phase,
+    outcome: Outcome,
+}
+
+struct TaskLines {
+    observer: Arc<dyn Observer>,
+    task: String,
+    phase: Phase,
+}
+
+impl LogSink for TaskLines {
+    fn line(&self, line: &LogLine) {
+        self.observer.line(&self.task, self.phase, line);
+    }
+}
+
+struct Driver {
+    run: RunState,
+    config: LocalConfig,
+    observer: Arc<dyn Observer>,
+    ready: VecDeque<Box<TaskSpec>>,
+    running: HashMap<(TaskId, Phase), watch::Sender<Option<KillMode>>>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    base_env: Vec<(String, String)>,
+}
+
+/// Runs `run` to its end and returns its final state.
+pub async fn run_local(
+    run: RunState,
+    config: LocalConfig,
+    observer: Arc<dyn Observer>,
+    mut control: mpsc::Receiver<Control>,
+) -> RunState {
+    let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
+    let base_env = config
+        .base_env
+        .iter()
+        .filter(|(k, _)| !WITHHELD_ENV.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let mut d = Driver {
+        run,
+        config,
+        observer,
+        ready: VecDeque::new(),
+        running: HashMap::new(),
+        finished_tx,
+        base_env,
+    };
+    d.apply(Event::Start);
+    let mut control_open = true;
+    loop {
+        d.start_ready();
+        if d.run.status.is_terminal() && d.running.is_empty() {
+            break;
+        }
+        let wakeup = d.run.next_wakeup().map(|at| {
+            let wait = at.duration_since(Timestamp::now());
+            tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        });
+        tokio::select! {
+            Some(f) = finished_rx.recv() => {
+                d.running.remove(&(f.task, f.phase));
+                let exit = match f.outcome.termination {
+                    Termination::Exited(code) => Exit::Code(code),
+                    Termination::Signaled(sig) => Exit::Signal(sig),
+                    Termination::FailedToStart(msg) => Exit::Error(msg),
+                };
+                d.apply(Event::TaskFinished { task: f.task, attempt: f.attempt, phase: f.phase, exit, outputs: f.outcome.outputs });
+            }
+            c = control.recv(), if control_open => match c {
+                Some(Control::Cancel { force }) => d.cancel(force),
+                None => control_open = false,
+            },
+            _ = tokio::time::sleep_until(wakeup.unwrap_or_else(tokio::time::Instant::now)), if wakeup.is_some() => d.apply(Event::Tick),
+        }
+    }
+    d.run
+}
+
+impl Driver {
+    fn apply(&mut self, event: Event) {
+        // Events come only from this loop's own bookkeeping, so a refusal
+        // means the task is no longer current: there is nothing to do.
+        if let Ok(decisions) = self.run.apply(event, Timestamp::now()) {
+            self.act(decisions);
+        }
+    }
+
+    fn cancel(&mut self, force: bool) {
+        let reason = if force {
+            "cancelled by a second interrupt"
+        } else {
+            "cancelled by interrupt"
+        };
+        self.apply(Event::Cancel {
+            reason: reason.into(),
+            force,
+        });
+        if force {
+            // A forced stop also drops work not handed to a process yet.
+            self.ready.clear();
+        }
+    }
+
+    fn act(&mut self, decisions: Vec<Decision>) {
+        for decision in decisions {
+            match decision {
+                Decision::Dispatch(spec) => self.ready.push_back(spec),
+                Decision::Kill {
+                    task, phase, force, ..
+                } => {
+                    if let Some(kill) = self.running.get(&(task, phase)) {
+                        let mode = if force {
+                            KillMode::Immediate
+                        } else {
+                            KillMode::Graceful
+                        };
+                        let _ = kill.send(Some(mode));
+                    }
+                }
+                Decision::TaskChanged(task) => self.observer.task_changed(&self.run, task),
+                Decision::RunChanged => self.observer.run_changed(&self.run),
+            }
+        }
+    }
+
+    fn start_ready(&mut self) {
+        while self.running.len() < self.config.slots.max(1) {
+            let Some(spec) = self.ready.pop_front() else {
+                return;
+            };
+            let current = self.run.tasks[spec.task]
+                .exec_status(spec.phase)
+                .is_some_and(|(status, attempt)| {
+                    attempt == spec.attempt && status == ganger_core::run::TaskStatus::Ready
+                });
+            if current {
+                self.start(spec);
+            }
+        }
+    }
+
+    fn start(&mut self, spec: Box<TaskSpec>) {
+        let (task, attempt, phase) = (spec.task, spec.attempt, spec.phase);
+        let script = match spec.executor {
+            ExecSpec::Process { script } => script,
+            other => {
+                let msg = format!(
+                    "executor `{}` is not available in this version of ganger; only `process` tasks run",
+                    other.name()
+                );
+                return self.apply(Event::TaskFinished {
+                    task,
+                    attempt,
+                    phase,
+                    exit: Exit::Error(msg),
+                    outputs: BTreeMap::new(),
+                });
+            }
+        };
+        let wd = &self.config.workdir;
+        let mut env = self.base_env.clone();
+        env.extend(spec.env);
+        let process = ProcessSpec {
+            script,
+            env,
+            workspace: wd.workspace(&spec.name),
+            log_path: wd.log(&spec.name, attempt, phase),
+            output_path: wd.output(&spec.name, attempt, phase),
+            kill_grace: self.config.kill_grace,
+            log_cap: self.config.log_cap,
+        };
+        let sink = Arc::new(TaskLines {
+            observer: Arc::clone(&self.observer),
+            task: spec.name.clone(),
+            phase,
+        });
+        match ganger_executor::spawn(process, sink) {
+            Ok(child) => {
+                let (kill_tx, kill_rx) = watch::channel(None);
+                self.running.insert((task, phase), kill_tx);
+                let done = self.finished_tx.clone();
+                tokio::spawn(async move {
+                    let outcome = child.wait(kill_rx).await;
+                    let _ = done.send(Finished {
+                        task,
+                        attempt,
+                        phase,
+                        outcome,
+                    });
+                });
+                self.apply(Event::TaskStarted {
+                    task,
+                    attempt,
+                    phase,
+                    agent: None,
+                });
+            }
+            Err(e) => self.apply(Event::TaskFinished {
+                task,
+                attempt,
+                phase,
+                exit: Exit::Error(e.to_string()),
+                outputs: BTreeMap::new(),
+            }),
+        }
+    }
+}
