@@ -26,8 +26,9 @@ pub struct Job {
     pub fail_fast: bool,
     pub schedules: Vec<Schedule>,
     pub tasks: Vec<Task>,
-    /// For each task, the tasks that need it (the reverse of `needs`).
-    pub dependants: Vec<Vec<TaskId>>,
+    /// For each task, the tasks that need it (the reverse of `needs`), each
+    /// with the index of that need in the dependant's `needs`.
+    pub dependants: Vec<Vec<(TaskId, usize)>>,
 }
 
 impl Job {
@@ -51,10 +52,10 @@ impl Job {
     /// Every task that depends on `task`, directly or transitively.
     pub fn descendants(&self, task: TaskId) -> BTreeSet<TaskId> {
         let mut seen = BTreeSet::new();
-        let mut stack = self.dependants[task].clone();
+        let mut stack: Vec<TaskId> = self.dependants[task].iter().map(|&(d, _)| d).collect();
         while let Some(t) = stack.pop() {
             if seen.insert(t) {
-                stack.extend(self.dependants[t].iter().copied());
+                stack.extend(self.dependants[t].iter().map(|&(d, _)| d));
             }
         }
         seen

@@ -4,7 +4,8 @@
 //! own (keys, types, units, regexes, cron); the second resolves names across
 //! tasks (needs, routing sugar, cycles, template references).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -72,8 +73,6 @@ struct TemplateUse {
 /// A task as decoded, before names are resolved.
 struct RawTask {
     task: Task,
-    path: String,
-    pos: Pos,
     needs: Vec<(String, Pos, String, Vec<Condition>)>,
     /// `on_success` / `on_failure` / `on_exit_code` targets: (target, pos, path, condition).
     routes: Vec<(String, Pos, String, Condition)>,
@@ -729,8 +728,6 @@ fn task(
             routed_exit_codes,
             for_each,
         },
-        path: path.to_owned(),
-        pos,
         needs: need_list,
         routes,
         templates,
@@ -1130,83 +1127,90 @@ fn http(
 fn resolve(
     sink: &mut Sink,
     mut job: Job,
-    raw: Vec<RawTask>,
+    mut raw: Vec<RawTask>,
     mut job_templates: Vec<TemplateUse>,
 ) -> Option<Job> {
-    let ids: BTreeMap<String, TaskId> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.task.name.clone(), i))
+    let n = raw.len();
+    let mut needs: Vec<Vec<Need>> = vec![Vec::new(); n];
+    // Where each need was written (parallel to `needs`), for cycle reports.
+    let mut origins: Vec<Vec<(Pos, String)>> = vec![Vec::new(); n];
+    let written: Vec<_> = raw
+        .iter_mut()
+        .map(|t| (std::mem::take(&mut t.needs), std::mem::take(&mut t.routes)))
         .collect();
-    let names: Vec<&str> = raw.iter().map(|t| t.task.name.as_str()).collect();
-    let mut needs: Vec<Vec<Need>> = vec![Vec::new(); raw.len()];
-    let mut need_pos: Vec<BTreeMap<TaskId, (Pos, String)>> = vec![BTreeMap::new(); raw.len()];
-    let lookup =
-        |sink: &mut Sink, name: &str, pos: Pos, path: &str, me: TaskId| -> Option<TaskId> {
-            match ids.get(name) {
+    {
+        let ids: HashMap<&str, TaskId> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.task.name.as_str(), i))
+            .collect();
+        let lookup =
+            |sink: &mut Sink, name: &str, pos: Pos, path: &str, me: TaskId| match ids.get(name) {
                 Some(&id) if id == me => {
                     sink.err(pos, path, format!("task `{name}` cannot depend on itself"));
                     None
                 }
                 Some(&id) => Some(id),
                 None => {
-                    let hint = suggestion(name, names.iter().copied());
+                    let hint = suggestion(name, ids.keys().copied());
                     sink.err(pos, path, format!("unknown task `{name}`{hint}"));
                     None
                 }
-            }
-        };
-    let add =
-        |needs: &mut Vec<Vec<Need>>, dependant: TaskId, dep: TaskId, conditions: Vec<Condition>| {
-            match needs[dependant].iter_mut().find(|n| n.task == dep) {
-                Some(need) => {
-                    for c in conditions {
-                        if !need.conditions.contains(&c) {
-                            need.conditions.push(c);
+            };
+        // (dependant, dependency) → index in needs[dependant]: an edge written
+        // twice (in `needs` and through `on_*` sugar) merges its conditions.
+        let mut edge: HashMap<(TaskId, TaskId), usize> = HashMap::new();
+        let mut add =
+            |dependant: TaskId, dep: TaskId, conditions: Vec<Condition>, origin: (Pos, String)| {
+                match edge.entry((dependant, dep)) {
+                    Entry::Occupied(i) => {
+                        let need = &mut needs[dependant][*i.get()];
+                        for c in conditions {
+                            if !need.conditions.contains(&c) {
+                                need.conditions.push(c);
+                            }
                         }
                     }
+                    Entry::Vacant(slot) => {
+                        slot.insert(needs[dependant].len());
+                        needs[dependant].push(Need {
+                            task: dep,
+                            conditions,
+                        });
+                        origins[dependant].push(origin);
+                    }
                 }
-                None => needs[dependant].push(Need {
-                    task: dep,
-                    conditions,
-                }),
+            };
+        for (me, (task_needs, routes)) in written.into_iter().enumerate() {
+            for (name, pos, path, conditions) in task_needs {
+                if let Some(dep) = lookup(sink, &name, pos, &path, me) {
+                    add(me, dep, conditions, (pos, path));
+                }
             }
-        };
-    for (me, t) in raw.iter().enumerate() {
-        for (name, pos, path, conditions) in &t.needs {
-            if let Some(dep) = lookup(sink, name, *pos, path, me) {
-                add(&mut needs, me, dep, conditions.clone());
-                need_pos[me].entry(dep).or_insert((*pos, path.clone()));
-            }
-        }
-        for (target, pos, path, condition) in &t.routes {
-            if let Some(dependant) = lookup(sink, target, *pos, path, me) {
-                add(&mut needs, dependant, me, vec![condition.clone()]);
-                need_pos[dependant]
-                    .entry(me)
-                    .or_insert((*pos, path.clone()));
+            for (target, pos, path, condition) in routes {
+                if let Some(dependant) = lookup(sink, &target, pos, &path, me) {
+                    add(dependant, me, vec![condition], (pos, path));
+                }
             }
         }
     }
     let mut templates: Vec<TemplateUse> = Vec::new();
-    let mut tasks = Vec::with_capacity(raw.len());
-    let mut positions = Vec::with_capacity(raw.len());
+    let mut tasks = Vec::with_capacity(n);
     for (t, n) in raw.into_iter().zip(needs) {
         let mut task = t.task;
         task.needs = n;
         templates.extend(t.templates);
-        positions.push((t.pos, t.path));
         tasks.push(task);
     }
     let mut dependants = vec![Vec::new(); tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
-        for n in &t.needs {
-            dependants[n.task].push(i);
+        for (k, n) in t.needs.iter().enumerate() {
+            dependants[n.task].push((i, k));
         }
     }
     job.tasks = tasks;
     job.dependants = dependants;
-    report_cycles(sink, &job, &need_pos);
+    report_cycles(sink, &job, &origins);
     templates.append(&mut job_templates);
     for use_ in &templates {
         check_template(sink, &job, use_);
@@ -1215,7 +1219,7 @@ fn resolve(
 }
 
 /// Reports each cycle once, at the `needs` entry that closes it.
-fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, String)>]) {
+fn report_cycles(sink: &mut Sink, job: &Job, origins: &[Vec<(Pos, String)>]) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -1233,6 +1237,7 @@ fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, 
         mark[start] = Mark::Active;
         while let Some(&mut (t, ref mut i)) = stack.last_mut() {
             if let Some(need) = job.tasks[t].needs.get(*i) {
+                let k = *i;
                 *i += 1;
                 let dep = need.task;
                 match mark[dep] {
@@ -1252,7 +1257,7 @@ fn report_cycles(sink: &mut Sink, job: &Job, need_pos: &[BTreeMap<TaskId, (Pos, 
                             .map(|w| format!("`{}` needs `{}`", w[0], w[1]))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        let (pos, path) = need_pos[t].get(&dep).cloned().unwrap_or_default();
+                        let (pos, path) = origins[t].get(k).cloned().unwrap_or_default();
                         sink.err(pos, &path, format!("dependency cycle: {text}"));
                     }
                     Mark::Done => {}
@@ -1283,7 +1288,8 @@ fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
         }
     };
     let task = use_.task.map(|id| &job.tasks[id]);
-    let ancestors = use_.task.map(|id| job.ancestors(id)).unwrap_or_default();
+    // Computed only for templates that read other tasks: it walks the graph.
+    let mut ancestors = None;
     for var in vars {
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();
@@ -1334,7 +1340,11 @@ fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
                     ),
                     (Some(id), Some(me)) => {
                         let own = id == me && use_.reads_self;
-                        if !own && !ancestors.contains(&id) {
+                        if !own
+                            && !ancestors
+                                .get_or_insert_with(|| job.ancestors(me))
+                                .contains(&id)
+                        {
                             let me = &job.tasks[me].name;
                             sink.err(use_.pos, &use_.path, format!("task `{name}` is not upstream of `{me}`, so its results are not known when `{me}` runs; add it to `needs`"));
                         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ganger_core::model::TaskId;
 use ganger_core::run::{Decision, Event, ExecSpec, Exit, Phase, RunState, TaskSpec};
-use ganger_executor::{KillMode, LogLine, LogSink, Outcome, ProcessSpec, Termination};
+use ganger_executor::{KillMode, LogLine, LogSink, ProcessSpec, Termination};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
@@ -34,11 +34,20 @@ pub enum Control {
     Cancel { force: bool },
 }
 
-struct Finished {
-    task: TaskId,
-    attempt: u32,
-    phase: Phase,
-    outcome: Outcome,
+/// What an attempt's own task tells the loop.
+enum Report {
+    Started {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+    },
+    Finished {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        exit: Exit,
+        outputs: BTreeMap<String, String>,
+    },
 }
 
 struct TaskLines {
@@ -59,7 +68,7 @@ struct Driver {
     observer: Arc<dyn Observer>,
     ready: VecDeque<Box<TaskSpec>>,
     running: HashMap<(TaskId, Phase), watch::Sender<Option<KillMode>>>,
-    finished_tx: mpsc::UnboundedSender<Finished>,
+    reports: mpsc::UnboundedSender<Report>,
     base_env: Vec<(String, String)>,
 }
 
@@ -70,7 +79,7 @@ pub async fn run_local(
     observer: Arc<dyn Observer>,
     mut control: mpsc::Receiver<Control>,
 ) -> RunState {
-    let (finished_tx, mut finished_rx) = mpsc::unbounded_channel();
+    let (reports, mut reports_rx) = mpsc::unbounded_channel();
     let base_env = config
         .base_env
         .iter()
@@ -83,7 +92,7 @@ pub async fn run_local(
         observer,
         ready: VecDeque::new(),
         running: HashMap::new(),
-        finished_tx,
+        reports,
         base_env,
     };
     d.apply(Event::Start);
@@ -98,15 +107,15 @@ pub async fn run_local(
             tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or(Duration::ZERO)
         });
         tokio::select! {
-            Some(f) = finished_rx.recv() => {
-                d.running.remove(&(f.task, f.phase));
-                let exit = match f.outcome.termination {
-                    Termination::Exited(code) => Exit::Code(code),
-                    Termination::Signaled(sig) => Exit::Signal(sig),
-                    Termination::FailedToStart(msg) => Exit::Error(msg),
-                };
-                d.apply(Event::TaskFinished { task: f.task, attempt: f.attempt, phase: f.phase, exit, outputs: f.outcome.outputs });
-            }
+            Some(report) = reports_rx.recv() => match report {
+                Report::Started { task, attempt, phase } => {
+                    d.apply(Event::TaskStarted { task, attempt, phase, agent: None });
+                }
+                Report::Finished { task, attempt, phase, exit, outputs } => {
+                    d.running.remove(&(task, phase));
+                    d.apply(Event::TaskFinished { task, attempt, phase, exit, outputs });
+                }
+            },
             c = control.recv(), if control_open => match c {
                 Some(Control::Cancel { force }) => d.cancel(force),
                 None => control_open = false,
@@ -215,34 +224,45 @@ impl Driver {
             task: spec.name.clone(),
             phase,
         });
-        match ganger_executor::spawn(process, sink) {
-            Ok(child) => {
-                let (kill_tx, kill_rx) = watch::channel(None);
-                self.running.insert((task, phase), kill_tx);
-                let done = self.finished_tx.clone();
-                tokio::spawn(async move {
-                    let outcome = child.wait(kill_rx).await;
-                    let _ = done.send(Finished {
+        let (kill_tx, kill_rx) = watch::channel(None);
+        self.running.insert((task, phase), kill_tx);
+        // Claimed from here on: a cancel arriving before the process has
+        // started becomes a kill, which `wait` honours as soon as it runs.
+        self.apply(Event::TaskClaimed {
+            task,
+            attempt,
+            phase,
+            agent: None,
+        });
+        let reports = self.reports.clone();
+        // Each attempt lives in its own task: posix_spawn holds the calling
+        // thread until the child has exec'd, and the loop must not wait for
+        // that, or slots would start one after another instead of together.
+        tokio::spawn(async move {
+            let (exit, outputs) = match ganger_executor::spawn(process, sink) {
+                Ok(child) => {
+                    let _ = reports.send(Report::Started {
                         task,
                         attempt,
                         phase,
-                        outcome,
                     });
-                });
-                self.apply(Event::TaskStarted {
-                    task,
-                    attempt,
-                    phase,
-                    agent: None,
-                });
-            }
-            Err(e) => self.apply(Event::TaskFinished {
+                    let outcome = child.wait(kill_rx).await;
+                    let exit = match outcome.termination {
+                        Termination::Exited(code) => Exit::Code(code),
+                        Termination::Signaled(sig) => Exit::Signal(sig),
+                        Termination::FailedToStart(msg) => Exit::Error(msg),
+                    };
+                    (exit, outcome.outputs)
+                }
+                Err(e) => (Exit::Error(e.to_string()), BTreeMap::new()),
+            };
+            let _ = reports.send(Report::Finished {
                 task,
                 attempt,
                 phase,
-                exit: Exit::Error(e.to_string()),
-                outputs: BTreeMap::new(),
-            }),
-        }
+                exit,
+                outputs,
+            });
+        });
     }
 }

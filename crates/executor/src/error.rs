@@ -7,8 +7,6 @@ use std::path::PathBuf;
 pub enum SpawnError {
     #[error("cannot create workspace {}: {error}", path.display())]
     Workspace { path: PathBuf, error: io::Error },
-    #[error("cannot create log file {}: {error}", path.display())]
-    LogFile { path: PathBuf, error: io::Error },
     #[error("cannot create output file {}: {error}", path.display())]
     OutputFile { path: PathBuf, error: io::Error },
     #[error("cannot write script file {}: {error}", path.display())]

@@ -8,9 +8,12 @@ use tokio::sync::oneshot;
 use crate::lines::LineSplitter;
 use crate::types::{LogLine, LogSink, Stream};
 
-/// Bytes asked for per pipe read: big enough that a chatty task costs few
-/// reads and flushes, small enough to bound memory per running task.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked for per pipe read. Small: every task pays for these buffers,
+/// and most print little; a chatty task just reads more often.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Write buffer of the log file, allocated only once a task prints.
+const LOG_BUFFER: usize = 64 * 1024;
 
 /// What the capture learnt that the outcome should mention.
 #[derive(Debug, Default)]
@@ -18,9 +21,18 @@ pub(crate) struct LogReport {
     pub(crate) warnings: Vec<String>,
 }
 
+/// The log file, opened at the first line: most tasks of a large fan-out
+/// print nothing, and creating a file costs more than running `true`.
+enum LogFile {
+    Unopened,
+    Open(BufWriter<File>),
+    /// It could not be written; the sink still gets every line.
+    Lost,
+}
+
 /// Writes captured lines to the log file (up to the cap) and to the sink.
 struct LogWriter {
-    file: Option<BufWriter<File>>,
+    file: LogFile,
     path: PathBuf,
     sink: Arc<dyn LogSink>,
     cap: Option<u64>,
@@ -66,7 +78,13 @@ impl LogWriter {
     }
 
     async fn write(&mut self, bytes: &[u8]) {
-        let Some(file) = self.file.as_mut() else {
+        if let LogFile::Unopened = self.file {
+            match open(&self.path).await {
+                Ok(file) => self.file = LogFile::Open(BufWriter::with_capacity(LOG_BUFFER, file)),
+                Err(error) => return self.lose_file(error),
+            }
+        }
+        let LogFile::Open(file) = &mut self.file else {
             return;
         };
         match file.write_all(bytes).await {
@@ -76,7 +94,7 @@ impl LogWriter {
     }
 
     async fn flush(&mut self) {
-        if let Some(file) = self.file.as_mut()
+        if let LogFile::Open(file) = &mut self.file
             && let Err(error) = file.flush().await
         {
             self.lose_file(error);
@@ -86,7 +104,7 @@ impl LogWriter {
     /// A full disk must not fail the task or stall its pipes: the sink still
     /// gets every line, only the file stops.
     fn lose_file(&mut self, error: std::io::Error) {
-        self.file = None;
+        self.file = LogFile::Lost;
         self.warnings.push(format!(
             "log file {} is incomplete: {error}",
             self.path.display()
@@ -99,8 +117,15 @@ fn format_line(line: &LogLine) -> String {
     format!("{:.3} {} {}\n", line.at, line.stream.tag(), line.text)
 }
 
+/// Creates (or truncates) the log file, with its parent directories.
+async fn open(path: &std::path::Path) -> std::io::Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    File::create(path).await
+}
+
 pub(crate) struct Capture {
-    pub(crate) file: File,
     pub(crate) path: PathBuf,
     pub(crate) sink: Arc<dyn LogSink>,
     pub(crate) cap: Option<u64>,
@@ -115,7 +140,7 @@ pub(crate) async fn capture(
     mut stop: oneshot::Receiver<()>,
 ) -> LogReport {
     let mut writer = LogWriter {
-        file: Some(BufWriter::with_capacity(READ_CHUNK, capture.file)),
+        file: LogFile::Unopened,
         path: capture.path,
         sink: capture.sink,
         cap: capture.cap,

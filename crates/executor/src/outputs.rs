@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tokio::io::AsyncReadExt;
+use std::io::Read;
 
 /// Most bytes of `$GANGER_OUTPUT` read: outputs travel through the store and
 /// into templates, and a task that dumps a build log there must not cost the
@@ -17,11 +17,12 @@ pub(crate) struct Parsed {
     pub(crate) warnings: Vec<String>,
 }
 
-/// Reads and parses the output file. A missing file (the script deleted it)
-/// simply yields no outputs.
-pub(crate) async fn read(path: &Path) -> Parsed {
+/// Reads and parses the output file. A missing file (the script wrote no
+/// outputs) simply yields no outputs. The read is synchronous: the file is
+/// local and capped, and a blocking-pool round trip per task costs more.
+pub(crate) fn read(path: &Path) -> Parsed {
     let mut bytes = Vec::new();
-    if let Err(error) = read_capped(path, &mut bytes).await {
+    if let Err(error) = read_capped(path, &mut bytes) {
         return Parsed {
             outputs: BTreeMap::new(),
             warnings: vec![format!(
@@ -47,9 +48,9 @@ pub(crate) async fn read(path: &Path) -> Parsed {
 }
 
 /// Reads at most one byte past the cap, which is enough to tell it was hit.
-async fn read_capped(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<()> {
-    match tokio::fs::File::open(path).await {
-        Ok(file) => file.take(OUTPUT_CAP + 1).read_to_end(bytes).await.map(drop),
+fn read_capped(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    match std::fs::File::open(path) {
+        Ok(file) => file.take(OUTPUT_CAP + 1).read_to_end(bytes).map(drop),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(error),
     }
@@ -153,7 +154,7 @@ mod tests {
             n += 1;
         }
         std::fs::write(&path, &content).expect("write");
-        let parsed = read(&path).await;
+        let parsed = read(&path);
         assert!(parsed.warnings[0].contains("larger than"));
         assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
         let last = parsed.outputs.len() - 1;
@@ -170,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn missing_file_yields_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let parsed = read(&dir.path().join("absent")).await;
+        let parsed = read(&dir.path().join("absent"));
         assert!(parsed.outputs.is_empty() && parsed.warnings.is_empty());
     }
 }

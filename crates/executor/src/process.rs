@@ -69,11 +69,10 @@ pub(crate) fn spawn_with(
         path: workspace.clone(),
         error,
     })?;
-    let log_file = create_file(&spec.log_path).map_err(|error| SpawnError::LogFile {
-        path: spec.log_path.clone(),
-        error,
-    })?;
-    create_file(&output_path).map_err(|error| SpawnError::OutputFile {
+    // The output file itself is left to the script (`>>` creates it): one
+    // file creation less per task. Its directory must exist, and a stale file
+    // from an earlier use of the path must not leak into this attempt.
+    prepare_output(&output_path).map_err(|error| SpawnError::OutputFile {
         path: output_path.clone(),
         error,
     })?;
@@ -137,7 +136,6 @@ pub(crate) fn spawn_with(
     };
     let (stop_logs, stop_rx) = oneshot::channel();
     let capture = Capture {
-        file: tokio::fs::File::from_std(log_file),
         path: spec.log_path,
         sink,
         cap: spec.log_cap,
@@ -208,7 +206,7 @@ impl RunningProcess {
         }
         warnings.extend(report.warnings);
 
-        let parsed = outputs::read(&self.output_path).await;
+        let parsed = outputs::read(&self.output_path);
         warnings.extend(parsed.warnings);
         Outcome {
             termination: termination(status),
@@ -331,12 +329,15 @@ fn validate_env(env: &[(String, String)]) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// Creates (or truncates) a file, creating its parent directories.
-fn create_file(path: &Path) -> io::Result<std::fs::File> {
+/// Makes the output file's directory and removes a leftover file.
+fn prepare_output(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::File::create(path)
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }
 
 /// `<output file>.script.sh`, so each attempt's script sits with its outputs.

@@ -54,7 +54,9 @@ pub(crate) fn state(run: &RunState, task: TaskId, phase: Phase, now: Timestamp) 
                 s.push_str(": ");
                 s.push_str(reason);
             }
-            let routed = exec.exit_code().is_some_and(|c| run.job.tasks[task].routed_exit_codes.contains(&c));
+            let routed = exec
+                .exit_code()
+                .is_some_and(|c| run.job.tasks[task].routed_exit_codes.contains(&c));
             if phase == Phase::Main && routed {
                 s.push_str(", routed by on_exit_code");
             }

@@ -2,6 +2,7 @@
 //! is skipped, cancelled or undone, and how a run ends, is here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -217,9 +218,14 @@ impl RunState {
             KillReason::Stop
         };
         let force = self.forced();
+        let mut unstarted = Vec::new();
         for t in 0..self.tasks.len() {
             for phase in [Phase::Main, Phase::Undo] {
-                let survives = phase == Phase::Main && self.survives_stop(t);
+                // Compensation is stopped only by force; `always` tasks likewise.
+                let survives = match phase {
+                    Phase::Main => self.survives_stop(t),
+                    Phase::Undo => !force,
+                };
                 let Some(exec) = self.tasks[t].exec_mut(phase) else {
                     continue;
                 };
@@ -235,8 +241,28 @@ impl RunState {
                             force,
                         });
                     }
-                    TaskStatus::Pending | TaskStatus::Ready => self.dirty.push((t, phase)),
+                    // Dispatched but taken by no one yet: nothing to kill.
+                    TaskStatus::Ready if !survives => unstarted.push((t, phase)),
+                    TaskStatus::Pending => self.dirty.push((t, phase)),
                     _ => {}
+                }
+            }
+        }
+        let reason = self.stop_reason();
+        for (t, phase) in unstarted {
+            if let Some(a) = self.tasks[t]
+                .exec_mut(phase)
+                .and_then(|e| e.attempts.last_mut())
+            {
+                a.status = TaskStatus::Cancelled;
+                a.reason = Some(reason.clone());
+            }
+            match phase {
+                Phase::Main => {
+                    self.finish_main(t, TaskStatus::Cancelled, Some(reason.clone()), out)
+                }
+                Phase::Undo => {
+                    self.finish_undo(t, TaskStatus::Cancelled, Some(reason.clone()), out)
                 }
             }
         }
@@ -369,9 +395,17 @@ impl RunState {
                 self.begin_stop(Stop::FailFast { task }, out);
             }
         }
-        let dependants = self.job.dependants[t].clone();
-        self.dirty
-            .extend(dependants.into_iter().map(|d| (d, Phase::Main)));
+        let job = Arc::clone(&self.job);
+        for &(d, need) in &job.dependants[t] {
+            self.waiting_needs[d] -= 1;
+            // Examine the dependant when its last need settled, or at once
+            // when this edge rules it out (it will be skipped).
+            if self.waiting_needs[d] == 0
+                || (!job.tasks[d].always && !self.holds(&job.tasks[d].needs[need]))
+            {
+                self.dirty.push((d, Phase::Main));
+            }
+        }
     }
 
     /// A task fails the run when it failed, unless it may fail or its exit
@@ -387,12 +421,17 @@ impl RunState {
 
     fn holds(&self, need: &Need) -> bool {
         let dep = &self.tasks[need.task].main;
-        let allow_failure = self.job.tasks[need.task].allow_failure;
+        let def = &self.job.tasks[need.task];
+        // A routed exit code is a declared branch, not a failure to react to.
+        let routed = dep
+            .exit_code()
+            .is_some_and(|c| def.routed_exit_codes.contains(&c));
         need.conditions.iter().any(|c| match c {
             Condition::Success => {
-                dep.status == TaskStatus::Succeeded || (allow_failure && dep.status.is_failure())
+                dep.status == TaskStatus::Succeeded
+                    || (def.allow_failure && dep.status.is_failure())
             }
-            Condition::Failure => dep.status.is_failure(),
+            Condition::Failure => dep.status.is_failure() && !routed,
             Condition::Always => true,
             Condition::Skipped => dep.status == TaskStatus::Skipped,
             Condition::ExitCodes(codes) => dep.exit_code().is_some_and(|c| codes.contains(&c)),
@@ -410,28 +449,25 @@ impl RunState {
             self.finish_main(t, TaskStatus::Cancelled, Some(reason), out);
             return;
         }
-        let mut settled = true;
-        let mut unmet = None;
-        for need in &def.needs {
-            let dep = &self.tasks[need.task].main;
-            if !dep.status.is_terminal() {
-                settled = false;
-            } else if unmet.is_none() && !self.holds(need) {
-                let conditions: Vec<String> =
-                    need.conditions.iter().map(ToString::to_string).collect();
-                unmet = Some(format!(
-                    "needs `{}` to end with {}, but it {}",
-                    self.job.tasks[need.task].name,
-                    conditions.join(" or "),
-                    dep.status.as_str()
-                ));
-            }
-        }
+        let settled = self.waiting_needs[t] == 0;
         if def.always {
             if settled {
                 self.make_ready(t, now, out);
             }
-        } else if let Some(reason) = unmet {
+            return;
+        }
+        let unmet = def
+            .needs
+            .iter()
+            .find(|need| self.tasks[need.task].main.status.is_terminal() && !self.holds(need));
+        if let Some(need) = unmet {
+            let conditions: Vec<String> = need.conditions.iter().map(ToString::to_string).collect();
+            let reason = format!(
+                "needs `{}` to end with {}, but it {}",
+                self.job.tasks[need.task].name,
+                conditions.join(" or "),
+                self.tasks[need.task].main.status.as_str()
+            );
             self.finish_main(t, TaskStatus::Skipped, Some(reason), out);
         } else if settled {
             self.make_ready(t, now, out);

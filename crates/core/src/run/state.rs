@@ -229,6 +229,10 @@ pub struct RunState {
     pub(crate) unsettled: usize,
     /// Undo executions not terminal yet.
     pub(crate) undo_unsettled: usize,
+    /// For each task, how many of its needs have not settled yet: a task is
+    /// examined in full only when this reaches zero (or an edge fails), so a
+    /// wide barrier costs O(edges), not O(edges × needs).
+    pub(crate) waiting_needs: Vec<usize>,
     pub(crate) timers: BTreeSet<Timer>,
     /// Tasks to re-examine because something they depend on changed.
     #[serde(skip)]
@@ -262,6 +266,7 @@ impl RunState {
         now: Timestamp,
     ) -> RunState {
         let n = job.tasks.len();
+        let waiting_needs = job.tasks.iter().map(|t| t.needs.len()).collect();
         RunState {
             id,
             job,
@@ -285,6 +290,7 @@ impl RunState {
                 .collect(),
             unsettled: n,
             undo_unsettled: 0,
+            waiting_needs,
             timers: BTreeSet::new(),
             dirty: Vec::new(),
         }

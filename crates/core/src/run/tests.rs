@@ -164,10 +164,15 @@ fn failure_skips_success_dependants_and_runs_failure_handlers() {
 #[test]
 fn routed_exit_code_is_a_branch_not_a_failure() {
     let mut sim = Sim::new(
-        "jobs:\n j:\n  tasks:\n   probe: {run: x, on_exit_code: {101: fix}, on_success: deploy}\n   fix: {run: x}\n   deploy: {run: x}\n",
+        "jobs:\n j:\n  tasks:\n   probe: {run: x, on_exit_code: {101: fix}, on_success: deploy, on_failure: alert}\n   fix: {run: x}\n   deploy: {run: x}\n   alert: {run: x}\n",
     );
     sim.finish("probe", 101);
     assert_eq!(sim.status("probe"), TaskStatus::Failed);
+    assert_eq!(
+        sim.status("alert"),
+        TaskStatus::Skipped,
+        "a routed code is not a failure to react to"
+    );
     assert_eq!(
         sim.status("deploy"),
         TaskStatus::Skipped,
@@ -312,6 +317,70 @@ fn cancel_stops_pending_kills_running_and_still_runs_always() {
         sim.now,
     );
     assert_eq!(err, Err(EventError::Finished));
+}
+
+#[test]
+fn cancel_withdraws_dispatched_tasks_nobody_took() {
+    let job = job("jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x}\n");
+    let now = Timestamp::from_second(1_000_000).expect("valid");
+    let mut run = RunState::new("r".into(), job, BTreeMap::new(), now);
+    let dispatched = run.apply(Event::Start, now).expect("start");
+    assert_eq!(
+        dispatched
+            .iter()
+            .filter(|d| matches!(d, Decision::Dispatch(_)))
+            .count(),
+        2
+    );
+    run.apply(
+        Event::TaskClaimed {
+            task: 0,
+            attempt: 1,
+            phase: Phase::Main,
+            agent: None,
+        },
+        now,
+    )
+    .expect("claim");
+    let decisions = run
+        .apply(
+            Event::Cancel {
+                reason: "stop".into(),
+                force: false,
+            },
+            now,
+        )
+        .expect("cancel");
+    assert!(decisions.contains(&Decision::Kill {
+        task: 0,
+        attempt: 1,
+        phase: Phase::Main,
+        force: false
+    }));
+    assert_eq!(
+        run.tasks[1].main.status,
+        TaskStatus::Cancelled,
+        "ready but unclaimed: withdrawn"
+    );
+    let late = Event::TaskStarted {
+        task: 1,
+        attempt: 1,
+        phase: Phase::Main,
+        agent: None,
+    };
+    assert!(matches!(
+        run.apply(late, now),
+        Err(EventError::Stale { .. })
+    ));
+    let done = Event::TaskFinished {
+        task: 0,
+        attempt: 1,
+        phase: Phase::Main,
+        exit: Exit::Signal(15),
+        outputs: BTreeMap::new(),
+    };
+    run.apply(done, now).expect("finish");
+    assert_eq!(run.status, RunStatus::Cancelled);
 }
 
 #[test]
