@@ -237,6 +237,8 @@ fn on_exit_code_routes_a_declared_code_and_the_run_succeeds() {
             ("probe", "failed"),
             ("fix", "succeeded"),
             ("deploy", "skipped"),
+            // A routed code is the branch taken, not a failure to react to.
+            ("cleanup", "skipped"),
         ],
     );
     assert_eq!(run.task("probe")["exit_code"], 101, "\n{run}");

@@ -42,11 +42,15 @@ pub(crate) fn state(run: &RunState, task: TaskId, phase: Phase, now: Timestamp) 
             let next = exec.attempt() + 1;
             format!("failed: {reason}; retrying in {wait} (attempt {next} of {of})")
         }
-        TaskStatus::Ready | TaskStatus::Claimed => return None,
-        TaskStatus::Running if of > 1 && phase == Phase::Main => {
+        TaskStatus::Ready => return None,
+        // Claimed is the moment the process is being started: say it runs,
+        // before its first line of output can arrive.
+        TaskStatus::Claimed | TaskStatus::Running if of > 1 && phase == Phase::Main => {
             format!("running (attempt {} of {of})", exec.attempt())
         }
-        TaskStatus::Running => format!("running (attempt {})", exec.attempt()),
+        TaskStatus::Claimed | TaskStatus::Running => {
+            format!("running (attempt {})", exec.attempt())
+        }
         TaskStatus::Succeeded => format!("succeeded in {}", took.unwrap_or_else(|| "0ms".into())),
         other => {
             let mut s = other.as_str().to_owned();

@@ -33,9 +33,15 @@ impl Observer for Plain {
             return;
         };
         for phase in [Phase::Main, Phase::Undo] {
-            let Some(current) = run.tasks[task].exec_status(phase) else {
+            let Some((status, attempt)) = run.tasks[task].exec_status(phase) else {
                 continue;
             };
+            // Claimed and running read the same here (see `describe::state`).
+            let shown = match status {
+                TaskStatus::Claimed => TaskStatus::Running,
+                other => other,
+            };
+            let current = (shown, attempt);
             if said.get(&(task, phase)) == Some(&current) {
                 continue;
             }
