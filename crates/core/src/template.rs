@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 /// The roots a template may name; anything else is a typo.
@@ -57,6 +58,14 @@ fn environment(flavor: Flavor) -> &'static Environment<'static> {
     };
     cell.get_or_init(|| {
         let mut env = Environment::new();
+        // `{#` opens a Jinja comment, but shell writes it all the time
+        // (`${#array[@]}`), so comments are `{## … ##}` instead.
+        if let Ok(syntax) = SyntaxConfig::builder()
+            .comment_delimiters("{##", "##}")
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_recursion_limit(64);
         env.add_filter("raw", |v: Value| Value::from_safe_string(v.to_string()));
@@ -84,7 +93,7 @@ fn environment(flavor: Flavor) -> &'static Environment<'static> {
 }
 
 fn is_template(source: &str) -> bool {
-    source.contains("{{") || source.contains("{%") || source.contains("{#")
+    source.contains("{{") || source.contains("{%") || source.contains("{##")
 }
 
 fn is_bare_expression(flavor: Flavor, source: &str) -> bool {
@@ -195,6 +204,16 @@ mod tests {
         assert_eq!(
             vars.into_iter().collect::<Vec<_>>(),
             vec!["params.a".to_owned(), "tasks.b.outputs.c".to_owned()]
+        );
+    }
+
+    #[test]
+    fn shell_length_syntax_is_not_a_comment() {
+        let ctx = context! { params => context! { n => "3" } };
+        let script = "a=(x y)\necho ${#a[@]} {{ params.n }} {## a real comment ##}";
+        assert_eq!(
+            render(Flavor::Shell, script, &ctx).expect("renders"),
+            "a=(x y)\necho ${#a[@]} 3 "
         );
     }
 
