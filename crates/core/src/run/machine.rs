@@ -440,15 +440,20 @@ impl RunState {
 
     /// Re-examines a pending task: start it, skip it, cancel it, or wait.
     fn evaluate_main(&mut self, t: TaskId, now: Timestamp, out: &mut Vec<Decision>) {
-        if self.tasks[t].main.status != TaskStatus::Pending || self.tasks[t].retry_at.is_some() {
+        if self.tasks[t].main.status != TaskStatus::Pending {
             return;
         }
-        let def = &self.job.tasks[t];
+        // Before the retry check: a task waiting out a retry delay is not
+        // started, so a stop cancels it now rather than when the delay ends.
         if self.stop.is_some() && !self.survives_stop(t) {
             let reason = self.stop_reason();
             self.finish_main(t, TaskStatus::Cancelled, Some(reason), out);
             return;
         }
+        if self.tasks[t].retry_at.is_some() {
+            return;
+        }
+        let def = &self.job.tasks[t];
         let settled = self.waiting_needs[t] == 0;
         if def.always {
             if settled {

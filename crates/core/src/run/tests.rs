@@ -320,6 +320,25 @@ fn cancel_stops_pending_kills_running_and_still_runs_always() {
 }
 
 #[test]
+fn cancel_ends_a_retry_wait_at_once() {
+    let mut sim =
+        Sim::new("jobs:\n j:\n  tasks:\n   t: {run: x, retry: {attempts: 3, delay: 30s}}\n");
+    sim.finish("t", 1);
+    assert!(sim.run.tasks[0].retry_at.is_some());
+    sim.apply(Event::Cancel {
+        reason: "stop".into(),
+        force: false,
+    });
+    assert_eq!(sim.status("t"), TaskStatus::Cancelled);
+    assert_eq!(
+        sim.run.status,
+        RunStatus::Cancelled,
+        "no waiting for the retry timer"
+    );
+    assert_eq!(sim.run.next_wakeup(), None);
+}
+
+#[test]
 fn cancel_withdraws_dispatched_tasks_nobody_took() {
     let job = job("jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x}\n");
     let now = Timestamp::from_second(1_000_000).expect("valid");
@@ -648,6 +667,12 @@ proptest! {
                 Step::Cancel { force } => {
                     let r = sim.run.apply(Event::Cancel { reason: "test".into(), force }, sim.now);
                     if let Ok(d) = r { sim.absorb(d); }
+                    // A stopped run waits only for what still runs and for
+                    // retries of `always` tasks: never for anything else.
+                    let waiting = sim.run.tasks.iter().any(|t| t.retry_at.is_some());
+                    if sim.inflight.is_empty() && !waiting {
+                        prop_assert!(sim.run.status.is_terminal(), "cancelled run idles in {:?}", sim.run.status);
+                    }
                 }
                 Step::Tick => sim.advance(Duration::from_secs(3600)),
             }
