@@ -545,6 +545,7 @@ struct GenTask {
     allow_failure: bool,
     undo: bool,
     retry: u32,
+    retry_delay: bool,
 }
 
 fn gen_job() -> impl Strategy<Value = Vec<GenTask>> {
@@ -552,13 +553,15 @@ fn gen_job() -> impl Strategy<Value = Vec<GenTask>> {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let needs = proptest::collection::vec((0..i.max(1), 0u8..5), 0..=i.min(3));
-                (needs, any::<bool>(), any::<bool>(), any::<bool>(), 0u32..3).prop_map(
-                    move |(needs, always, allow_failure, undo, retry)| GenTask {
+                let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+                (needs, flags, 0u32..3).prop_map(
+                    move |(needs, (always, allow_failure, undo, retry_delay), retry)| GenTask {
                         needs: if i == 0 { Vec::new() } else { needs },
                         always,
                         allow_failure,
                         undo,
                         retry,
+                        retry_delay,
                     },
                 )
             })
@@ -570,8 +573,9 @@ fn gen_job() -> impl Strategy<Value = Vec<GenTask>> {
 fn yaml_of(tasks: &[GenTask]) -> String {
     let mut s = String::from("jobs:\n j:\n  tasks:\n");
     for (i, t) in tasks.iter().enumerate() {
+        let delay = if t.retry_delay { "10s" } else { "0s" };
         s.push_str(&format!(
-            "   t{i}:\n    run: x\n    retry: {}\n    always: {}\n    allow_failure: {}\n",
+            "   t{i}:\n    run: x\n    retry: {{attempts: {}, delay: {delay}}}\n    always: {}\n    allow_failure: {}\n",
             t.retry, t.always, t.allow_failure
         ));
         if t.undo {
@@ -669,7 +673,9 @@ proptest! {
                     if let Ok(d) = r { sim.absorb(d); }
                     // A stopped run waits only for what still runs and for
                     // retries of `always` tasks: never for anything else.
-                    let waiting = sim.run.tasks.iter().any(|t| t.retry_at.is_some());
+                    let forced = matches!(sim.run.stop, Some(Stop::Cancel { force: true, .. }));
+                    let waiting = sim.run.tasks.iter().enumerate()
+                        .any(|(i, t)| t.retry_at.is_some() && job.tasks[i].always && !forced);
                     if sim.inflight.is_empty() && !waiting {
                         prop_assert!(sim.run.status.is_terminal(), "cancelled run idles in {:?}", sim.run.status);
                     }
