@@ -33,7 +33,11 @@ pub(crate) fn state(run: &RunState, task: TaskId, phase: Phase, now: Timestamp) 
     };
     let attempt = exec.current();
     let of = run.job.tasks[task].retry.attempts + 1;
-    let took = attempt.and_then(|a| Some(duration(a.finished_at?.duration_since(a.started_at?))));
+    // How long the last attempt ran, when that attempt is what ended the task
+    // (not when, say, a cancel ended a wait for the next attempt).
+    let took = attempt
+        .filter(|a| a.status == exec.status)
+        .and_then(|a| Some(duration(a.finished_at?.duration_since(a.started_at?))));
     let reason = exec.reason.as_deref().unwrap_or("");
     Some(match exec.status {
         TaskStatus::Pending => {
