@@ -9,11 +9,13 @@ mod decode;
 pub mod diag;
 pub mod model;
 mod parse;
+mod shell;
 pub mod template;
 pub mod units;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use parse::parse_job_file;
+pub use shell::Script;
 pub mod params;
 pub mod run;

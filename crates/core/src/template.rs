@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use minijinja::syntax::SyntaxConfig;
+
+use crate::shell::{self, Script};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 /// The roots a template may name; anything else is a typo.
@@ -71,18 +73,14 @@ fn environment(flavor: Flavor) -> &'static Environment<'static> {
         env.add_filter("raw", |v: Value| Value::from_safe_string(v.to_string()));
         if shell {
             env.set_auto_escape_callback(|_| AutoEscape::Custom("shell".into()));
+            // Values are marked here and placed by `shell::place`, which
+            // knows whether they stand inside quotes, heredocs or comments.
             env.set_formatter(|out, state, value| {
                 if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == "shell")
                     && !value.is_safe()
                 {
-                    let text = value.to_string();
-                    let quoted = shlex::try_quote(&text).map_err(|_| {
-                        Error::new(
-                            ErrorKind::InvalidOperation,
-                            "a value with a NUL byte cannot be put in a shell script",
-                        )
-                    })?;
-                    out.write_str(&quoted).map_err(Error::from)
+                    out.write_str(&shell::mark(&value.to_string()))
+                        .map_err(Error::from)
                 } else {
                     minijinja::escape_formatter(out, state, value)
                 }
@@ -118,7 +116,7 @@ pub fn variables(flavor: Flavor, source: &str) -> Result<BTreeSet<String>, Templ
     Ok(vars.into_iter().collect())
 }
 
-/// Renders a shell script or a text field.
+/// Renders a text field (not a script: see [`render_script`]).
 pub fn render(flavor: Flavor, source: &str, ctx: &Value) -> Result<String, TemplateError> {
     if !is_template(source) {
         return Ok(source.to_owned());
@@ -126,6 +124,29 @@ pub fn render(flavor: Flavor, source: &str, ctx: &Value) -> Result<String, Templ
     environment(flavor)
         .render_str(source, ctx)
         .map_err(|e| TemplateError::from_jinja(&e))
+}
+
+/// Renders a `run` or `undo` script: every value lands where the shell can
+/// only read it as data, some as variables returned in [`Script::env`].
+pub fn render_script(source: &str, ctx: &Value) -> Result<Script, TemplateError> {
+    if !is_template(source) {
+        return Ok(Script {
+            text: source.to_owned(),
+            env: Vec::new(),
+        });
+    }
+    if source.contains([shell::MARK_START, shell::MARK_END]) {
+        return Err(TemplateError {
+            line: None,
+            message:
+                "the script contains the control characters U+0001 or U+0002, which ganger reserves"
+                    .into(),
+        });
+    }
+    let rendered = environment(Flavor::Shell)
+        .render_str(source, ctx)
+        .map_err(|e| TemplateError::from_jinja(&e))?;
+    shell::place(&rendered)
 }
 
 /// Evaluates an `if:` condition.
@@ -159,22 +180,23 @@ mod tests {
     #[test]
     fn shell_values_are_quoted_unless_raw() {
         let ctx = context! { params => context! { name => "a b; touch /tmp/x", safe => "main" } };
-        let out = render(
-            Flavor::Shell,
-            "echo {{ params.name }} {{ params.safe }}",
-            &ctx,
-        )
-        .expect("renders");
-        assert_eq!(out, "echo 'a b; touch /tmp/x' main");
-        let raw = render(Flavor::Shell, "echo {{ params.name | raw }}", &ctx).expect("renders");
-        assert_eq!(raw, "echo a b; touch /tmp/x");
+        let out = render_script("echo {{ params.name }} {{ params.safe }}", &ctx).expect("renders");
+        assert_eq!(out.text, "echo 'a b; touch /tmp/x' main");
+        let raw = render_script("echo {{ params.name | raw }}", &ctx).expect("renders");
+        assert_eq!(raw.text, "echo a b; touch /tmp/x");
     }
 
     #[test]
     fn command_substitution_is_quoted() {
         let ctx = context! { params => context! { v => "$(touch /tmp/x)" } };
-        let out = render(Flavor::Shell, "echo {{ params.v }}", &ctx).expect("renders");
-        assert_eq!(out, "echo '$(touch /tmp/x)'");
+        let out = render_script("echo {{ params.v }}", &ctx).expect("renders");
+        assert_eq!(out.text, "echo '$(touch /tmp/x)'");
+        let quoted = render_script("echo \"v={{ params.v }}\"", &ctx).expect("renders");
+        assert_eq!(quoted.text, "echo \"v=${GANGER_TPL_1}\"");
+        assert_eq!(
+            quoted.env,
+            vec![("GANGER_TPL_1".to_owned(), "$(touch /tmp/x)".to_owned())]
+        );
     }
 
     #[test]
@@ -189,7 +211,7 @@ mod tests {
     #[test]
     fn strict_undefined_is_an_error() {
         let ctx = context! { params => context! {} };
-        let err = render(Flavor::Shell, "echo\n{{ params.missing }}", &ctx).expect_err("undefined");
+        let err = render_script("echo\n{{ params.missing }}", &ctx).expect_err("undefined");
         assert_eq!(err.line, Some(2));
         assert!(err.message.contains("undefined"), "{err}");
     }
@@ -212,7 +234,7 @@ mod tests {
         let ctx = context! { params => context! { n => "3" } };
         let script = "a=(x y)\necho ${#a[@]} {{ params.n }} {## a real comment ##}";
         assert_eq!(
-            render(Flavor::Shell, script, &ctx).expect("renders"),
+            render_script(script, &ctx).expect("renders").text,
             "a=(x y)\necho ${#a[@]} 3 "
         );
     }

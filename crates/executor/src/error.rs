@@ -7,6 +7,10 @@ use std::path::PathBuf;
 pub enum SpawnError {
     #[error("cannot create workspace {}: {error}", path.display())]
     Workspace { path: PathBuf, error: io::Error },
+    /// A log file left by an earlier use of the path could not be removed,
+    /// so it would pass for this attempt's output.
+    #[error("cannot remove stale log file {}: {error}", path.display())]
+    LogFile { path: PathBuf, error: io::Error },
     #[error("cannot create output file {}: {error}", path.display())]
     OutputFile { path: PathBuf, error: io::Error },
     #[error("cannot write script file {}: {error}", path.display())]

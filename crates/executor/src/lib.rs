@@ -12,7 +12,10 @@
 //! - **No process survives `wait`.** The script runs as the leader of its own
 //!   process group, and once the leader has exited (for any reason) the whole
 //!   group is SIGKILLed and `wait` returns only after its members are dead, so
-//!   a forgotten `sleep 300 &` cannot outlive its task or hold its slot. The
+//!   a forgotten `sleep 300 &` cannot outlive its task or hold its slot. After
+//!   a normal exit that happens at once; during a graceful kill only when the
+//!   grace ends, so that every process of the group gets its grace, not just
+//!   the leader (a shell dies on SIGTERM at once, its children may not). The
 //!   one exception is a process that deliberately leaves the group (`setsid`);
 //!   `wait` then stops reading its output after a bounded drain and says so in
 //!   [`Outcome::warnings`].

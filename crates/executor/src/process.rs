@@ -76,6 +76,13 @@ pub(crate) fn spawn_with(
         path: output_path.clone(),
         error,
     })?;
+    // The log file is only created at the first line, so one left by an
+    // earlier use of the path would pass for the output of an attempt that
+    // printed nothing.
+    remove_stale(&spec.log_path).map_err(|error| SpawnError::LogFile {
+        path: spec.log_path.clone(),
+        error,
+    })?;
     let script_path;
     let script = if spec.script.len() > INLINE_SCRIPT_MAX {
         script_path = script_file_for(&output_path);
@@ -162,6 +169,11 @@ impl RunningProcess {
     /// requests at any time (`None` = no request yet); a later `Immediate`
     /// overrides a pending `Graceful`. A dropped sender means no further
     /// requests, not a kill.
+    ///
+    /// When the leader exits on its own, what is left of the group is
+    /// SIGKILLed at once. During a graceful kill, the rest of the group keeps
+    /// its grace even if the leader dies first: `wait` then returns when the
+    /// group is gone or, after SIGKILL, when the grace ends.
     pub async fn wait(mut self, mut kill: watch::Receiver<Option<KillMode>>) -> Outcome {
         let mut warnings = Vec::new();
         let mut killer = Killer {
@@ -186,10 +198,30 @@ impl RunningProcess {
             }
         };
 
-        // Whatever ended the leader, its background jobs end with it. The
-        // leader is already reaped, so if the group were empty its id could
-        // in principle be reused; that takes a full wrap of the pid space in
-        // the microseconds since, which is why this is still safe.
+        // A graceful kill promised every process of the group its grace, not
+        // just the leader: a shell dies at once on SIGTERM while the job it
+        // was waiting for may still be cleaning up. So let the rest of the
+        // group finish until the grace ends (or an Immediate request cuts it
+        // short) before killing what is left.
+        if let Some(escalate_at) = killer.grace_pending() {
+            let gone = group::wait_gone(self.group.pgid, escalate_at);
+            tokio::pin!(gone);
+            while !killer.killed {
+                tokio::select! {
+                    _ = &mut gone => break,
+                    changed = kill.changed(), if requests_open => match changed {
+                        Ok(()) => killer.request(*kill.borrow_and_update(), &mut warnings),
+                        Err(_) => requests_open = false,
+                    },
+                }
+            }
+        }
+
+        // Whatever ended the leader, its background jobs end with it: at once
+        // after a normal exit, at the end of the grace after a graceful kill.
+        // The leader is already reaped, so if the group were empty its id
+        // could in principle be reused; that takes a full wrap of the pid
+        // space in the moments since, which is why this is still safe.
         killer.kill(&mut warnings);
         let deadline = Instant::now() + DRAIN_BOUND;
         let (gone, report) = tokio::join!(
@@ -268,6 +300,12 @@ impl Killer {
         }
     }
 
+    /// When the grace of a graceful kill ends, if one is under way (SIGTERM
+    /// sent, SIGKILL not yet).
+    fn grace_pending(&self) -> Option<Instant> {
+        self.escalate_at.filter(|_| self.term_sent && !self.killed)
+    }
+
     fn kill(&mut self, warnings: &mut Vec<String>) {
         self.killed = true;
         self.escalate_at = None;
@@ -336,6 +374,23 @@ fn prepare_output(path: &Path) -> io::Result<()> {
     }
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a leftover log file. Nothing to remove is fine, including a path
+/// under a non-directory: opening the log then fails at the first line, which
+/// is a warning, not a spawn error.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error)
+            if !matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Err(error)
+        }
         _ => Ok(()),
     }
 }

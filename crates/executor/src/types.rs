@@ -13,7 +13,9 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Working directory of the script; created if missing.
     pub workspace: PathBuf,
-    /// Per-attempt log file; created (with its parents) and truncated.
+    /// Per-attempt log file. A file already there is removed at spawn; the
+    /// new one is created (with its parents) at the first line, so an attempt
+    /// that prints nothing leaves none.
     pub log_path: PathBuf,
     /// The `$GANGER_OUTPUT` file; created empty (with its parents) before spawn.
     pub output_path: PathBuf,

@@ -134,6 +134,27 @@ fn alive(pid: &str) -> bool {
     state != "Z"
 }
 
+/// Live (non-zombie) members of process group `pgid`, from /proc.
+fn group_members(pgid: u32) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // A process may exit between read_dir and this read.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && !matches!(fields[0], "Z" | "X") {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 fn assert_all_dead(pids: &[String]) {
     assert!(!pids.is_empty());
     for pid in pids {
@@ -319,6 +340,91 @@ async fn sigterm_ignored_is_followed_by_sigkill_after_grace() {
     assert_all_dead(&pids);
 }
 
+/// A script whose leader dies on SIGTERM at once while the job it waits for
+/// traps SIGTERM, takes a while to clean up and writes MARKER when done. The
+/// job writes its pid to `pids` once its trap is installed.
+fn trapping_job(cleanup: &str) -> String {
+    format!(
+        "bash -c 'trap \"{cleanup}\" TERM; echo $$ > pids; \
+         while true; do sleep 0.1; done'\necho after\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grace_outlives_a_leader_that_dies_first() {
+    let fx = Fixture::new();
+    let grace = Duration::from_secs(5);
+    let mut spec = fx.spec(&trapping_job("sleep 1; echo flushed > MARKER; exit 0"));
+    spec.kill_grace = grace;
+    let running = fx.start(spec);
+    let leader = running.pid();
+    let (requests, kill) = watch::channel(None);
+    let waiting = tokio::spawn(running.wait(kill));
+    let mut pids = fx.lines_in("pids", 1).await;
+
+    let sent = Instant::now();
+    requests.send_replace(Some(KillMode::Graceful));
+    let outcome = bounded(waiting).await.expect("join");
+    // The shell died of the SIGTERM; its job used its grace to finish, and
+    // `wait` returned once the group was gone, not at the end of the grace.
+    assert_eq!(outcome.termination, Termination::Signaled(15));
+    assert_eq!(
+        std::fs::read_to_string(fx.workspace().join("MARKER")).expect("MARKER written"),
+        "flushed\n"
+    );
+    assert!(sent.elapsed() < grace, "{:?}", sent.elapsed());
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    assert_eq!(group_members(leader), Vec::<String>::new());
+    pids.push(leader.to_string());
+    assert_all_dead(&pids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grace_after_the_leader_died_ends_in_sigkill() {
+    let fx = Fixture::new();
+    let grace = Duration::from_millis(300);
+    let mut spec = fx.spec(&trapping_job(""));
+    spec.kill_grace = grace;
+    let running = fx.start(spec);
+    let leader = running.pid();
+    let (requests, kill) = watch::channel(None);
+    let waiting = tokio::spawn(running.wait(kill));
+    let pids = fx.lines_in("pids", 1).await;
+
+    let sent = Instant::now();
+    requests.send_replace(Some(KillMode::Graceful));
+    let outcome = bounded(waiting).await.expect("join");
+    assert!(sent.elapsed() >= grace, "{:?}", sent.elapsed());
+    assert_eq!(outcome.termination, Termination::Signaled(15));
+    assert_eq!(group_members(leader), Vec::<String>::new());
+    assert_all_dead(&pids);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn immediate_cuts_short_the_grace_of_a_dead_leader() {
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&trapping_job("sleep 300; echo flushed > MARKER"));
+    spec.kill_grace = Duration::from_secs(3600);
+    let running = fx.start(spec);
+    let leader = running.pid();
+    let (requests, kill) = watch::channel(None);
+    let waiting = tokio::spawn(running.wait(kill));
+    let pids = fx.lines_in("pids", 1).await;
+
+    requests.send_replace(Some(KillMode::Graceful));
+    // The leader is gone (a zombie until `wait` reaps it) while its job sits
+    // in its trap: `wait` is now in the grace that follows the leader.
+    let leader_pid = leader.to_string();
+    wait_until(|| (!alive(&leader_pid)).then_some(())).await;
+    assert!(!waiting.is_finished());
+    requests.send_replace(Some(KillMode::Immediate));
+    let outcome = bounded(waiting).await.expect("join");
+    assert_eq!(outcome.termination, Termination::Signaled(15));
+    assert!(!fx.workspace().join("MARKER").exists());
+    assert_eq!(group_members(leader), Vec::<String>::new());
+    assert_all_dead(&pids);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn immediate_kill() {
     let fx = Fixture::new();
@@ -425,6 +531,34 @@ async fn spawn_errors_name_the_path() {
     spec.env.push(("A=B".to_owned(), "x".to_owned()));
     let error = spawn(spec, fx.sink.clone()).err().expect("must fail");
     assert!(error.to_string().contains("A=B"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_log_of_an_earlier_run_is_removed() {
+    let fx = Fixture::new();
+    let spec = fx.spec("true");
+    let log_path = spec.log_path.clone();
+    std::fs::create_dir_all(log_path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&log_path, "2020-01-01T00:00:00.000Z out earlier run\n").expect("write");
+    let outcome = fx.run_spec(spec).await;
+    assert_eq!(outcome.termination, Termination::Exited(0));
+    // Nothing printed, so no log file: certainly not the earlier one.
+    assert!(!log_path.exists(), "stale log survived");
+
+    // A log path that cannot be removed is a spawn error naming it.
+    let spec = fx.spec("true");
+    std::fs::create_dir_all(spec.log_path.join("sub")).expect("mkdir");
+    let error = spawn(spec.clone(), fx.sink.clone())
+        .err()
+        .expect("must fail");
+    assert!(matches!(error, SpawnError::LogFile { .. }), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains(&*spec.log_path.to_string_lossy()),
+        "{error}"
+    );
+    assert!(spec.log_path.join("sub").is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -589,22 +589,39 @@ impl RunState {
     /// the edges (a task's undo waits for the undos of its dependants).
     fn begin_undo(&mut self) -> bool {
         self.undoing = true;
-        let candidates: Vec<TaskId> = (0..self.tasks.len())
-            .filter(|&t| {
+        let n = self.tasks.len();
+        let is_candidate: Vec<bool> = (0..n)
+            .map(|t| {
                 self.tasks[t].main.status == TaskStatus::Succeeded
                     && self.job.tasks[t].undo.is_some()
             })
             .collect();
+        let candidates: Vec<TaskId> = (0..n).filter(|&t| is_candidate[t]).collect();
+        // Each undo waits for the nearest undos downstream of it (through
+        // tasks without undo); those wait for theirs, so the order holds
+        // along every path at a cost linear in the edges walked.
+        let mut seen = vec![usize::MAX; n];
         for &t in &candidates {
-            let after: Vec<TaskId> = self
-                .job
-                .descendants(t)
-                .into_iter()
-                .filter(|d| candidates.contains(d))
-                .collect();
+            let mut nearest = Vec::new();
+            let mut stack: Vec<TaskId> = self.job.dependants[t].iter().map(|&(d, _)| d).collect();
+            while let Some(d) = stack.pop() {
+                if seen[d] == t {
+                    continue;
+                }
+                seen[d] = t;
+                if is_candidate[d] {
+                    nearest.push(d);
+                } else {
+                    stack.extend(self.job.dependants[d].iter().map(|&(x, _)| x));
+                }
+            }
+            for &d in &nearest {
+                self.tasks[d].undo_waiters.push(t);
+            }
             let state = &mut self.tasks[t];
             state.undo = Some(Exec::new());
-            state.undo_after = after;
+            state.undo_blocked = nearest.len();
+            state.undo_after = nearest;
             self.dirty.push((t, Phase::Undo));
         }
         self.undo_unsettled = candidates.len();
@@ -623,13 +640,7 @@ impl RunState {
             let reason = self.stop_reason();
             return self.finish_undo(t, TaskStatus::Cancelled, Some(reason), out);
         }
-        let waiting = self.tasks[t].undo_after.iter().any(|&d| {
-            self.tasks[d]
-                .undo
-                .as_ref()
-                .is_some_and(|u| !u.status.is_terminal())
-        });
-        if waiting {
+        if self.tasks[t].undo_blocked > 0 {
             return;
         }
         match render::task_spec(self, t, 1, Phase::Undo) {
@@ -688,11 +699,12 @@ impl RunState {
         exec.deadline = None;
         self.undo_unsettled -= 1;
         out.push(Decision::TaskChanged(t));
-        let waiters: Vec<TaskId> = (0..self.tasks.len())
-            .filter(|&w| self.tasks[w].undo_after.contains(&t))
-            .collect();
-        self.dirty
-            .extend(waiters.into_iter().map(|w| (w, Phase::Undo)));
+        for w in std::mem::take(&mut self.tasks[t].undo_waiters) {
+            self.tasks[w].undo_blocked -= 1;
+            if self.tasks[w].undo_blocked == 0 {
+                self.dirty.push((w, Phase::Undo));
+            }
+        }
     }
 
     fn finish(&mut self, now: Timestamp, out: &mut Vec<Decision>) {

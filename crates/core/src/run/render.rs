@@ -26,8 +26,12 @@ impl std::fmt::Display for RenderError {
     }
 }
 
+fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
 fn uses_templates(task: &Task) -> bool {
-    let has = |s: &str| s.contains("{{") || s.contains("{%");
+    let has = is_template;
     task.run.as_deref().is_some_and(has)
         || task.undo.as_deref().is_some_and(has)
         || task.condition.is_some()
@@ -54,7 +58,7 @@ struct Renderer<'a> {
 impl<'a> Renderer<'a> {
     fn new(run: &'a RunState, id: TaskId, attempt: u32) -> Result<Renderer<'a>, RenderError> {
         let task = &run.job.tasks[id];
-        if !uses_templates(task) && !run.job.env.iter().any(|(_, v)| v.contains("{{")) {
+        if !uses_templates(task) && !run.job.env.iter().any(|(_, v)| is_template(v)) {
             let env = run.job.env.iter().chain(&task.env).cloned().collect();
             return Ok(Renderer {
                 run,
@@ -145,12 +149,18 @@ pub(crate) fn task_spec(
 ) -> Result<TaskSpec, RenderError> {
     let r = Renderer::new(run, id, attempt)?;
     let task = r.task;
-    let script_of = |field: &'static str, source: &Option<String>| {
-        source
-            .as_deref()
-            .map(|s| r.render(Flavor::Shell, field, s))
-            .transpose()
-    };
+    // Values the scripts read through variables (see `shell::place`).
+    let mut script_env = Vec::new();
+    let mut script_of =
+        |field: &'static str, source: &Option<String>| -> Result<Option<String>, RenderError> {
+            let Some(source) = source else {
+                return Ok(None);
+            };
+            let script = template::render_script(source, &r.ctx())
+                .map_err(|error| RenderError { field, error })?;
+            script_env.extend(script.env);
+            Ok(Some(script.text))
+        };
     let executor = match phase {
         Phase::Undo => ExecSpec::Process {
             script: script_of("undo", &task.undo)?.unwrap_or_default(),
@@ -202,6 +212,7 @@ pub(crate) fn task_spec(
     env.push(("GANGER_JOB".into(), r.run.job.name.clone()));
     env.push(("GANGER_TASK".into(), task.name.clone()));
     env.push(("GANGER_ATTEMPT".into(), attempt.to_string()));
+    env.extend(script_env);
     Ok(TaskSpec {
         task: id,
         name: task.name.clone(),

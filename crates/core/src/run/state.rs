@@ -154,8 +154,13 @@ impl Exec {
 pub struct TaskState {
     pub main: Exec,
     pub undo: Option<Exec>,
-    /// Tasks whose undo must finish before this one's undo starts.
+    /// The nearest downstream tasks whose undo must finish before this
+    /// one's undo starts (their own undos wait for theirs in turn).
     pub undo_after: Vec<TaskId>,
+    /// How many of `undo_after` have not finished their undo yet.
+    pub(crate) undo_blocked: usize,
+    /// The tasks whose undo waits for this one's.
+    pub(crate) undo_waiters: Vec<TaskId>,
     pub outputs: BTreeMap<String, String>,
     /// When a failed attempt will be tried again.
     pub retry_at: Option<Timestamp>,
@@ -284,6 +289,8 @@ impl RunState {
                     main: Exec::new(),
                     undo: None,
                     undo_after: Vec::new(),
+                    undo_blocked: 0,
+                    undo_waiters: Vec::new(),
                     outputs: BTreeMap::new(),
                     retry_at: None,
                 })

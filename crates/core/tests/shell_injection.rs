@@ -1,0 +1,99 @@
+//! A parameter can never inject shell syntax, wherever a script puts it:
+//! rendered scripts run under real bash with hostile values, and must print
+//! each value exactly and run nothing else.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use ganger_core::template::render_script;
+use minijinja::Value;
+
+const HOSTILE: &[&str] = &[
+    "$(touch {F})",
+    "`touch {F}`",
+    "'; touch {F}; '",
+    "\"; touch {F}; \"",
+    "a b  c",
+    "*",
+    "$HOME",
+    "back\\slash",
+    "line1\ntouch {F}",
+    "${IFS}touch${IFS}{F}",
+    "ünïcödé ✓",
+    "",
+];
+
+/// (template, what it prints around the value) for each place a value can stand.
+const CONTEXTS: &[(&str, &str, &str)] = &[
+    ("printf '%s|' {{ params.v }}", "", "|"),
+    ("printf '%s|' \"{{ params.v }}\"", "", "|"),
+    ("printf '%s|' \"pre {{ params.v }} post\"", "pre ", " post|"),
+    ("printf '%s|' 'pre {{ params.v }} post'", "pre ", " post|"),
+    (
+        "printf '%s|' \"pre $(printf %s {{ params.v }}) post\"",
+        "pre ",
+        " post|",
+    ),
+    ("printf '%s|' $'pre {{ params.v }} post'", "pre ", " post|"),
+    (
+        "cat <<EOF\npre {{ params.v }} post|\nEOF",
+        "pre ",
+        " post|\n",
+    ),
+    (
+        "cat <<-'EOF'\n\tpre {{ params.v }} post|\n\tEOF",
+        "pre ",
+        " post|\n",
+    ),
+    ("# a comment: {{ params.v }}\nprintf 'ok|'", "", "ok|"),
+];
+
+#[test]
+fn no_value_escapes_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let witness = dir.path().join("pwned");
+    let witness_str = witness.display().to_string();
+    for (template, before, after) in CONTEXTS {
+        for hostile in HOSTILE {
+            let value = hostile.replace("{F}", &witness_str);
+            let params = BTreeMap::from([("v", value.as_str())]);
+            let ctx = Value::from_pairs([("params", Value::from_pairs(params))]);
+            let script = render_script(template, &ctx)
+                .unwrap_or_else(|e| panic!("{template:?} with {value:?}: {e}"));
+            let out = Command::new("bash")
+                .args(["-eo", "pipefail", "-c", &script.text])
+                .envs(script.env.iter().map(|(k, v)| (k, v)))
+                .env("HOME", "/home/nobody")
+                .output()
+                .expect("bash runs");
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !witness.exists(),
+                "{template:?} with {value:?} ran code: script {:?}",
+                script.text
+            );
+            let expected = if template.starts_with('#') {
+                (*after).to_owned()
+            } else {
+                format!("{before}{value}{after}")
+            };
+            assert_eq!(
+                printed,
+                expected,
+                "{template:?} with {value:?}: script {:?}, stderr {}",
+                script.text,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_value_cannot_end_a_quoted_heredoc() {
+    let ctx = Value::from_pairs([(
+        "params",
+        Value::from_pairs([("v", "x\nEOF\ntouch /tmp/never")]),
+    )]);
+    let err = render_script("cat <<'EOF'\n{{ params.v }}\nEOF", &ctx).expect_err("refused");
+    assert!(err.message.contains("would end the heredoc"), "{err}");
+}
