@@ -220,6 +220,16 @@ pub(crate) fn duration(sink: &mut Sink, node: &Node, path: &str) -> Option<Durat
     }
 }
 
+/// A duration that must be more than zero (timeouts).
+pub(crate) fn positive_duration(sink: &mut Sink, node: &Node, path: &str) -> Option<Duration> {
+    let d = duration(sink, node, path)?;
+    if d.is_zero() {
+        sink.err(node.pos, path, "must be more than 0");
+        return None;
+    }
+    Some(d)
+}
+
 pub(crate) fn size(sink: &mut Sink, node: &Node, path: &str) -> Option<u64> {
     let text = string(sink, node, path)?;
     match parse_size(&text) {

@@ -68,6 +68,8 @@ struct TemplateUse {
     task: Option<TaskId>,
     /// `undo` may read its own task's outputs.
     reads_self: bool,
+    /// An `env` value: rendered before `env` itself exists.
+    env_value: bool,
 }
 
 /// A task as decoded, before names are resolved.
@@ -85,7 +87,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
         sink.err(
             pos,
             &path,
-            format!("job name `{name}` may use only letters, digits, `_`, `.` and `-`"),
+            format!("job name `{name}` must start with a letter, digit or `_` and use only letters, digits, `_`, `.` and `-` (at most 100)"),
         );
     }
     let mut f = Fields::new(sink, node, &path, "key")?;
@@ -116,6 +118,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
             path: p,
             task: None,
             reads_self: false,
+            env_value: false,
         });
         Some(s)
     });
@@ -129,7 +132,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
         .unwrap_or(0);
     let timeout = f
         .take("timeout")
-        .and_then(|n| decode::duration(sink, n, &f.child("timeout")));
+        .and_then(|n| decode::positive_duration(sink, n, &f.child("timeout")));
     let fail_fast = f
         .take("fail_fast")
         .and_then(|n| decode::boolean(sink, n, &f.child("fail_fast")))
@@ -159,7 +162,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
                 "use either `schedule` or `schedules`, not both",
             );
         }
-        schedules.extend(schedule_list(sink, n, &p));
+        schedules.extend(schedule_list(sink, n, &p, &params));
     }
     let tasks_node = f.take("tasks");
     let tasks_path = f.child("tasks");
@@ -182,7 +185,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
                     key.pos,
                     &task_path,
                     format!(
-                        "task name `{task_name}` may use only letters, digits, `_`, `.` and `-`"
+                        "task name `{task_name}` must start with a letter, digit or `_` and use only letters, digits, `_`, `.` and `-` (at most 100)"
                     ),
                 );
             }
@@ -254,6 +257,21 @@ fn params(sink: &mut Sink, node: &Node, path: &str) -> Vec<ParamSpec> {
         if !IDENT.is_match(name) {
             sink.err(key.pos, &p, format!("param name `{name}` must be an identifier (letters, digits, `_`, not starting with a digit)"));
         }
+        // Both would be exported as the same GANGER_PARAM_<NAME>.
+        if let Some(other) = out
+            .iter()
+            .find(|o: &&ParamSpec| o.name.eq_ignore_ascii_case(name))
+        {
+            sink.err(
+                key.pos,
+                &p,
+                format!(
+                    "param `{name}` differs from `{}` only by case; both would be GANGER_PARAM_{}",
+                    other.name,
+                    name.to_ascii_uppercase()
+                ),
+            );
+        }
         let mut spec = ParamSpec {
             name: name.to_owned(),
             description: None,
@@ -317,6 +335,7 @@ fn env(
                 path: p,
                 task,
                 reads_self: false,
+                env_value: true,
             });
             Some((name, value))
         })
@@ -399,7 +418,12 @@ fn check_cron(sink: &mut Sink, cron: &str, pos: Pos, path: &str) {
     }
 }
 
-fn schedule_list(sink: &mut Sink, node: &Node, path: &str) -> Vec<Schedule> {
+fn schedule_list(
+    sink: &mut Sink,
+    node: &Node,
+    path: &str,
+    declared: &[ParamSpec],
+) -> Vec<Schedule> {
     let NodeKind::Seq(items) = &node.kind else {
         sink.err(
             node.pos,
@@ -426,8 +450,12 @@ fn schedule_list(sink: &mut Sink, node: &Node, path: &str) -> Vec<Schedule> {
         let params = f
             .take("params")
             .map(|n| {
-                decode::string_map(sink, n, &f.child("params"))
+                let pp = f.child("params");
+                decode::string_map(sink, n, &pp)
                     .into_iter()
+                    .filter(|(k, v, vpos, _)| {
+                        schedule_param_ok(sink, declared, k, v, *vpos, &join(&pp, k))
+                    })
                     .map(|(k, v, _, _)| (k, v))
                     .collect()
             })
@@ -444,6 +472,43 @@ fn schedule_list(sink: &mut Sink, node: &Node, path: &str) -> Vec<Schedule> {
         }
     }
     out
+}
+
+/// A schedule's param must be declared and match its pattern, as a run's
+/// params must: the schedule will start runs with it.
+fn schedule_param_ok(
+    sink: &mut Sink,
+    declared: &[ParamSpec],
+    name: &str,
+    value: &str,
+    pos: Pos,
+    path: &str,
+) -> bool {
+    match declared.iter().find(|p| p.name == name) {
+        None => {
+            let hint = suggestion(name, declared.iter().map(|p| p.name.as_str()));
+            sink.err(
+                pos,
+                path,
+                format!("the job declares no param `{name}`{hint}"),
+            );
+            false
+        }
+        Some(spec) => match &spec.pattern {
+            Some(re) if !re.is_match(value) => {
+                sink.err(
+                    pos,
+                    path,
+                    format!(
+                        "`{value}` does not match the pattern `{}` of param `{name}`",
+                        re.as_str()
+                    ),
+                );
+                false
+            }
+            _ => true,
+        },
+    }
 }
 
 fn f_missing(item: &Node) -> bool {
@@ -563,6 +628,7 @@ fn task(
             path: p,
             task: Some(id),
             reads_self,
+            env_value: false,
         });
         Some(s)
     };
@@ -623,6 +689,14 @@ fn task(
                     sink.err(key.pos, &cp, "exit code 0 is success: use `on_success`");
                     continue;
                 }
+                if !(1..=255).contains(&code) {
+                    sink.err(
+                        key.pos,
+                        &cp,
+                        format!("exit code {code} can never happen: exit codes run from 1 to 255"),
+                    );
+                    continue;
+                }
                 routed_exit_codes.insert(code);
                 let single = !matches!(value.kind, NodeKind::Seq(_));
                 for (i, (target, tpos)) in decode::string_list(sink, value, &cp)
@@ -646,6 +720,7 @@ fn task(
             path: p,
             task: Some(id),
             reads_self: false,
+            env_value: false,
         });
         Some(s)
     });
@@ -663,7 +738,7 @@ fn task(
         .unwrap_or_default();
     let timeout = f
         .take("timeout")
-        .and_then(|n| decode::duration(sink, n, &f.child("timeout")));
+        .and_then(|n| decode::positive_duration(sink, n, &f.child("timeout")));
     let retry = f
         .take("retry")
         .map(|n| retry(sink, n, &f.child("retry"), default_retry))
@@ -703,6 +778,7 @@ fn task(
             path: p,
             task: Some(id),
             reads_self: false,
+            env_value: false,
         });
         Some(s)
     });
@@ -745,9 +821,15 @@ fn resources(sink: &mut Sink, node: &Node, path: &str) -> Option<Resources> {
         }
         Some(c)
     });
-    let memory = f
-        .take("memory")
-        .and_then(|n| decode::size(sink, n, &f.child("memory")));
+    let memory = f.take("memory").and_then(|n| {
+        let p = f.child("memory");
+        let m = decode::size(sink, n, &p)?;
+        if m == 0 {
+            sink.err(n.pos, &p, "memory must be more than 0");
+            return None;
+        }
+        Some(m)
+    });
     let pids = f
         .take("pids")
         .and_then(|n| positive(sink, n, &f.child("pids")).map(u64::from));
@@ -845,6 +927,7 @@ fn executor(
             path: p,
             task: Some(id),
             reads_self: false,
+            env_value: false,
         });
         Some(s)
     };
@@ -978,6 +1061,7 @@ fn executor(
                                 path: join(&p, &k),
                                 task: Some(id),
                                 reads_self: false,
+                                env_value: false,
                             });
                             (k, v)
                         })
@@ -1086,6 +1170,7 @@ fn http(
             path: p,
             task: Some(id),
             reads_self: false,
+            env_value: false,
         });
         Some(u)
     });
@@ -1104,7 +1189,7 @@ fn http(
         .and_then(|n| decode::string(sink, n, &f.child("body")));
     let timeout = f
         .take("timeout")
-        .and_then(|n| decode::duration(sink, n, &f.child("timeout")));
+        .and_then(|n| decode::positive_duration(sink, n, &f.child("timeout")));
     if json.is_some() && body.is_some() {
         sink.err(node.pos, path, "give either `json` or `body`, not both");
     }
@@ -1351,6 +1436,23 @@ fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
                     }
                 }
             }
+            "env" => {
+                let Some(name) = second else { continue };
+                if use_.env_value {
+                    sink.err(use_.pos, &use_.path, "an `env` value cannot read `env.*`: env is rendered first; use the value itself or a param");
+                    continue;
+                }
+                let declared = job.env.iter().chain(task.map_or(&[][..], |t| &t.env[..]));
+                if !declared.clone().any(|(k, _)| k == name) {
+                    let hint = suggestion(name, declared.map(|(k, _)| k.as_str()));
+                    sink.err(use_.pos, &use_.path, format!("template reads `env.{name}`, which neither the job nor the task declares under `env:`{hint}"));
+                }
+            }
+            "secrets" => sink.err(
+                use_.pos,
+                &use_.path,
+                "`secrets.*` is not available in this version of ganger yet",
+            ),
             r if ROOTS.contains(&r) => {}
             other => {
                 let hint = suggestion(other, ROOTS.iter().copied());
@@ -1364,5 +1466,73 @@ fn check_template(sink: &mut Sink, job: &Job, use_: &TemplateUse) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match parse_job_file("t.yml", yaml) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn assert_error(yaml: &str, fragment: &str) {
+        let errs = errors(yaml);
+        assert!(
+            errs.iter().any(|e| e.contains(fragment)),
+            "expected `{fragment}` in {errs:#?}"
+        );
+    }
+
+    #[test]
+    fn env_reads_must_be_declared() {
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: 'echo {{ env.HOME }}'}\n",
+            "neither the job nor the task declares",
+        );
+        assert!(errors("jobs:\n j:\n  env: {A: x}\n  tasks:\n   a: {run: 'echo {{ env.A }}', env: {B: y}}\n   b: {run: 'echo {{ env.B }}', env: {B: y}}\n").is_empty());
+        assert_error(
+            "jobs:\n j:\n  env: {A: x, B: '{{ env.A }}'}\n  tasks:\n   a: {run: x}\n",
+            "cannot read `env.*`",
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_available_yet() {
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: 'echo {{ secrets.T }}'}\n",
+            "not available in this version",
+        );
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, on_exit_code: {256: b}}\n   b: {run: x}\n",
+            "can never happen",
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, timeout: 0s}\n",
+            "must be more than 0",
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, resources: {memory: 0}}\n",
+            "memory must be more than 0",
+        );
+        assert_error(
+            "jobs:\n j:\n  params: {ab: 1, AB: 2}\n  tasks:\n   a: {run: x}\n",
+            "only by case",
+        );
+    }
+
+    #[test]
+    fn schedule_params_are_checked() {
+        let yaml = "jobs:\n j:\n  params: {env: {pattern: '^(dev|prod)$', default: dev}}\n  schedules:\n   - {cron: '0 * * * *', params: {env: test, nope: 1}}\n  tasks:\n   a: {run: x}\n";
+        assert_error(yaml, "does not match the pattern");
+        assert_error(yaml, "declares no param `nope`");
     }
 }

@@ -35,15 +35,25 @@ pub struct TemplateError {
 }
 
 impl TemplateError {
-    fn from_jinja(e: &Error) -> TemplateError {
-        let mut message = match e.kind() {
-            ErrorKind::UndefinedError => "undefined value".to_owned(),
-            kind => kind.to_string(),
+    /// `source` is the template the error came from: an undefined value is
+    /// named by the expression that read it, which minijinja only locates.
+    fn from_jinja(e: &Error, source: &str) -> TemplateError {
+        let message = match (e.kind(), e.detail()) {
+            (_, Some(detail)) if e.kind() == ErrorKind::UndefinedError => detail.to_owned(),
+            (ErrorKind::UndefinedError, None) => {
+                let expr = e
+                    .range()
+                    .and_then(|r| source.get(r))
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty());
+                match expr {
+                    Some(expr) => format!("`{expr}` is undefined"),
+                    None => "undefined value".to_owned(),
+                }
+            }
+            (kind, Some(detail)) => format!("{kind}: {detail}"),
+            (kind, None) => kind.to_string(),
         };
-        if let Some(detail) = e.detail() {
-            message.push_str(": ");
-            message.push_str(detail);
-        }
         TemplateError {
             line: e.line(),
             message,
@@ -104,13 +114,13 @@ pub fn variables(flavor: Flavor, source: &str) -> Result<BTreeSet<String>, Templ
     let env = environment(flavor);
     let vars = if is_bare_expression(flavor, source) {
         env.compile_expression(source)
-            .map_err(|e| TemplateError::from_jinja(&e))?
+            .map_err(|e| TemplateError::from_jinja(&e, source))?
             .undeclared_variables(true)
     } else if !is_template(source) {
         return Ok(BTreeSet::new());
     } else {
         env.template_from_str(source)
-            .map_err(|e| TemplateError::from_jinja(&e))?
+            .map_err(|e| TemplateError::from_jinja(&e, source))?
             .undeclared_variables(true)
     };
     Ok(vars.into_iter().collect())
@@ -123,7 +133,7 @@ pub fn render(flavor: Flavor, source: &str, ctx: &Value) -> Result<String, Templ
     }
     environment(flavor)
         .render_str(source, ctx)
-        .map_err(|e| TemplateError::from_jinja(&e))
+        .map_err(|e| TemplateError::from_jinja(&e, source))
 }
 
 /// Renders a `run` or `undo` script: every value lands where the shell can
@@ -145,7 +155,7 @@ pub fn render_script(source: &str, ctx: &Value) -> Result<Script, TemplateError>
     }
     let rendered = environment(Flavor::Shell)
         .render_str(source, ctx)
-        .map_err(|e| TemplateError::from_jinja(&e))?;
+        .map_err(|e| TemplateError::from_jinja(&e, source))?;
     shell::place(&rendered)
 }
 
@@ -155,11 +165,11 @@ pub fn condition(source: &str, ctx: &Value) -> Result<bool, TemplateError> {
         let env = environment(Flavor::Condition);
         let expr = env
             .compile_expression(source)
-            .map_err(|e| TemplateError::from_jinja(&e))?;
+            .map_err(|e| TemplateError::from_jinja(&e, source))?;
         return expr
             .eval(ctx)
             .map(|v| v.is_true())
-            .map_err(|e| TemplateError::from_jinja(&e));
+            .map_err(|e| TemplateError::from_jinja(&e, source));
     }
     let text = render(Flavor::Condition, source, ctx)?;
     match text.trim() {

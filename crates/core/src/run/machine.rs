@@ -213,7 +213,7 @@ impl RunState {
             Some(_) => return,
         }
         let kill_reason = if matches!(self.stop, Some(Stop::Timeout)) {
-            KillReason::Timeout
+            KillReason::RunTimeout
         } else {
             KillReason::Stop
         };
@@ -334,7 +334,7 @@ impl RunState {
         let number = exec.attempt();
         let reason = match status {
             TaskStatus::Cancelled => Some(self.stop_reason()),
-            _ => describe_exit(&exit, status, timeout),
+            _ => describe_exit(&exit, status, kill, timeout),
         };
         let exec = &mut self.tasks[t].main;
         if let Some(a) = exec.attempts.last_mut() {
@@ -674,7 +674,7 @@ impl RunState {
             TaskStatus::Lost => TaskStatus::Failed,
             s => s,
         };
-        let reason = describe_exit(&exit, status, timeout);
+        let reason = describe_exit(&exit, status, kill, timeout);
         if let Some(a) = exec.attempts.last_mut() {
             record_exit(a, &exit, status, reason.clone(), now);
         }
@@ -752,7 +752,7 @@ fn new_attempt(number: u32) -> Attempt {
 
 fn attempt_status(exit: &Exit, kill: Option<KillReason>) -> TaskStatus {
     match (exit, kill) {
-        (_, Some(KillReason::Timeout)) => TaskStatus::TimedOut,
+        (_, Some(KillReason::Timeout | KillReason::RunTimeout)) => TaskStatus::TimedOut,
         (Exit::Code(0), _) => TaskStatus::Succeeded,
         (Exit::Lost, _) => TaskStatus::Lost,
         (_, Some(KillReason::Stop)) => TaskStatus::Cancelled,
@@ -760,14 +760,20 @@ fn attempt_status(exit: &Exit, kill: Option<KillReason>) -> TaskStatus {
     }
 }
 
-fn describe_exit(exit: &Exit, status: TaskStatus, timeout: Option<Duration>) -> Option<String> {
+fn describe_exit(
+    exit: &Exit,
+    status: TaskStatus,
+    kill: Option<KillReason>,
+    timeout: Option<Duration>,
+) -> Option<String> {
     match (status, exit) {
         (TaskStatus::Succeeded, _) => None,
+        (TaskStatus::TimedOut, _) if kill == Some(KillReason::RunTimeout) => {
+            Some("stopped: the run timed out".into())
+        }
         (TaskStatus::TimedOut, _) => Some(format!(
             "timed out after {}",
-            timeout
-                .map(format_duration)
-                .unwrap_or_else(|| "the run's timeout".into())
+            timeout.map(format_duration).unwrap_or_default()
         )),
         (TaskStatus::Cancelled, _) => Some("stopped".into()),
         (_, Exit::Code(c)) => Some(format!("exit code {c}")),

@@ -99,7 +99,10 @@ impl TaskStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KillReason {
+    /// The task's own `timeout`.
     Timeout,
+    /// The run's `timeout`.
+    RunTimeout,
     Stop,
 }
 

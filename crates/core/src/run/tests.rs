@@ -281,6 +281,10 @@ fn run_timeout_stops_everything_but_always() {
     assert_eq!(sim.kills, vec![(0, Phase::Main)]);
     sim.finish_phase("a", Phase::Main, Exit::Signal(15), &[]);
     assert_eq!(sim.status("a"), TaskStatus::TimedOut);
+    assert_eq!(
+        sim.run.tasks[0].main.reason.as_deref(),
+        Some("stopped: the run timed out")
+    );
     assert_eq!(sim.status("b"), TaskStatus::Cancelled);
     sim.finish("clean", 0);
     assert_eq!(sim.run.status, RunStatus::Failed);
