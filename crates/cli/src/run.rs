@@ -11,7 +11,7 @@ use ganger_core::params::resolve_params;
 use ganger_core::run::{RunState, RunStatus};
 use ganger_core::units::parse_duration;
 use ganger_engine::{Control, LocalConfig, Observer, Workdir, new_run_id, run_local};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::exit;
@@ -28,7 +28,7 @@ pub(crate) struct RunArgs {
     #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
     /// Tasks run at once [default: number of cores].
-    #[arg(long)]
+    #[arg(long, value_parser = parse_slots)]
     slots: Option<usize>,
     /// Directory for task workspaces, logs and outputs [default: a new temporary directory].
     #[arg(long)]
@@ -45,6 +45,14 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+fn parse_slots(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1: with no slots no task could run".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -104,7 +112,14 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
         .context("cannot start the async runtime")?;
     let finished = runtime.block_on(async move {
         let (control_tx, control_rx) = mpsc::channel(4);
-        tokio::spawn(forward_signals(control_tx));
+        // Installed before any task starts, so no signal finds the default
+        // disposition (which would end ganger and leave tasks running).
+        match Signals::install() {
+            Ok(signals) => {
+                tokio::spawn(signals.forward(control_tx));
+            }
+            Err(e) => eprintln!("ganger: warning: cannot handle signals: {e}"),
+        }
         if live {
             let live = Arc::new(Live::new(&run));
             let painter = live.start_painting();
@@ -131,27 +146,46 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Ctrl-C (or SIGTERM) cancels gracefully; a second one kills.
-async fn forward_signals(control: mpsc::Sender<Control>) {
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    let mut seen = 0;
-    loop {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        seen += 1;
-        if control
-            .send(Control::Cancel { force: seen > 1 })
-            .await
-            .is_err()
-        {
-            return;
+/// The signals that stop a run. Ctrl-C, SIGTERM and SIGHUP (the terminal
+/// was closed) cancel gracefully, and a second one of them kills; SIGQUIT
+/// (Ctrl-\) kills at once. Left to their default action, these would end
+/// ganger and leave its tasks, each in its own process group, running.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    async fn forward(mut self, control: mpsc::Sender<Control>) {
+        let mut seen = 0;
+        loop {
+            let (name, force) = tokio::select! {
+                _ = self.int.recv() => ("an interrupt", false),
+                _ = self.term.recv() => ("SIGTERM", false),
+                _ = self.hup.recv() => ("a hangup (the terminal was closed)", false),
+                _ = self.quit.recv() => ("SIGQUIT", true),
+            };
+            seen += 1;
+            let force = force || seen > 1;
+            let reason = format!("cancelled by {name}");
+            if control
+                .send(Control::Cancel { force, reason })
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }

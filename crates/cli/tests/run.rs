@@ -774,3 +774,229 @@ fn plain_output_shows_failures() {
         "\n{run}"
     );
 }
+
+// ------------------------------------------------------- executor warnings
+
+#[test]
+fn executor_warnings_are_shown_before_the_final_state() {
+    let run = Case::new("warnings.yml").no_dir().plain().run();
+    run.expect_code(0);
+    let lines: Vec<&str> = run.out.stdout.lines().collect();
+    let warning = lines
+        .iter()
+        .position(|l| {
+            l.starts_with("[bad_output] ganger: warning: output file line 1:")
+                && l.contains("\"not a pair\"")
+        })
+        .unwrap_or_else(|| panic!("no warning naming the line\n{run}"));
+    let done = lines
+        .iter()
+        .position(|l| l.starts_with("[bad_output] == succeeded"))
+        .unwrap_or_else(|| panic!("no final state\n{run}"));
+    assert!(warning < done, "the warning comes first\n{run}");
+    assert!(
+        !lines.iter().any(|l| l.contains("line 2")),
+        "only the bad line is named\n{run}"
+    );
+
+    // With --json the warning goes to stderr with the rest of the progress,
+    // and the good line still became an output.
+    let run = Case::new("warnings.yml").no_dir().run();
+    run.expect_code(0);
+    assert_eq!(run.task("bad_output")["outputs"], json!({"good": "yes"}));
+    assert!(
+        run.out
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("[bad_output] ganger: warning: ") && l.contains("not a pair")),
+        "\n{run}"
+    );
+}
+
+// ----------------------------------------------------------------- signals
+
+fn pid_file(case: &Case) -> i32 {
+    std::fs::read_to_string(case.dir().join("pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[test]
+fn sighup_cancels_like_ctrl_c_and_leaves_no_process() {
+    let case = Case::new("signals.yml").arg("--grace").arg("1s");
+    let mut ganger = case.spawn();
+    wait_for_file(&case.dir().join("work.started"), &mut ganger);
+    let pid = pid_file(&case);
+    assert!(alive(pid), "the task's child runs");
+    kill(Pid::from_raw(ganger.pid()), Signal::SIGHUP).expect("send SIGHUP to ganger");
+    let out = ganger.wait();
+    let run = Run::new(case, out);
+    // Graceful: the `always` clean-up still runs.
+    run.expect_code(130).expect(
+        "cancelled",
+        &[("work", "cancelled"), ("cleanup", "succeeded")],
+    );
+    assert!(!alive(pid), "the task's child outlived ganger\n{run}");
+    assert!(
+        run.record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("hangup")),
+        "\n{run}"
+    );
+}
+
+#[test]
+fn sigquit_stops_at_once() {
+    let case = Case::new("signals.yml").arg("--grace").arg("1s");
+    let mut ganger = case.spawn();
+    wait_for_file(&case.dir().join("work.started"), &mut ganger);
+    let pid = pid_file(&case);
+    kill(Pid::from_raw(ganger.pid()), Signal::SIGQUIT).expect("send SIGQUIT to ganger");
+    let out = ganger.wait();
+    let run = Run::new(case, out);
+    // Forced: not even the `always` clean-up runs.
+    run.expect_code(130).expect(
+        "cancelled",
+        &[("work", "cancelled"), ("cleanup", "cancelled")],
+    );
+    assert!(!run.dir().join("cleanup.ran").exists(), "\n{run}");
+    assert!(!alive(pid), "the task's child outlived ganger\n{run}");
+}
+
+// ------------------------------------------------------- retries, plainly
+
+#[test]
+fn plain_output_shows_an_attempt_retried_at_once() {
+    let run = Case::new("retry.yml").job("once").plain().run();
+    run.expect_code(1);
+    let lines: Vec<&str> = run
+        .out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("[flaky] =="))
+        .collect();
+    assert_eq!(lines.len(), 4, "\n{run}");
+    assert_eq!(lines[0], "[flaky] == running (attempt 1 of 2)", "\n{run}");
+    assert_eq!(
+        lines[1], "[flaky] == failed: exit code 1 (attempt 1 of 2), retrying",
+        "\n{run}"
+    );
+    assert_eq!(lines[2], "[flaky] == running (attempt 2 of 2)", "\n{run}");
+    assert!(
+        lines[3].starts_with("[flaky] == failed: exit code 1 (after "),
+        "\n{run}"
+    );
+}
+
+#[test]
+fn plain_output_shows_the_retry_delay_as_configured() {
+    let run = Case::new("retry.yml").job("delayed").plain().run();
+    run.expect_code(1);
+    assert!(
+        run.out
+            .stdout
+            .lines()
+            .any(|l| l == "[flaky] == failed: exit code 1; retrying in 1s (attempt 2 of 2)"),
+        "\n{run}"
+    );
+    let run = Case::new("retry.yml").job("policy").plain().run();
+    run.expect_code(0);
+    let waits: Vec<&str> = run
+        .out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("retrying in ").map(|(_, w)| w))
+        .collect();
+    assert_eq!(
+        waits,
+        ["50ms (attempt 2 of 5)", "100ms (attempt 3 of 5)"],
+        "exponential backoff\n{run}"
+    );
+}
+
+// ------------------------------------------------------------ compensation
+
+#[test]
+fn the_summary_names_a_failed_undo() {
+    let run = Case::new("undo_outcomes.yml")
+        .no_dir()
+        .job("undo_fails")
+        .plain()
+        .run();
+    run.expect_code(1);
+    let summary: Vec<&str> = run
+        .out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("run "))
+        .collect();
+    assert!(
+        summary.contains(&"  undo failed: `left` (exit code 3)"),
+        "\n{run}"
+    );
+    assert!(
+        !summary.iter().any(|l| l.contains("`right`")),
+        "a successful undo is not listed\n{run}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_undo_says_why_it_is_ignored() {
+    let case = Case::new("undo_outcomes.yml").job("undo_waits").plain();
+    let mut ganger = case.spawn();
+    wait_for_file(&case.dir().join("undo.started"), &mut ganger);
+    interrupt(ganger.pid());
+    ganger.wait_for_output("ganger: compensation (undo) is running");
+    std::fs::write(case.dir().join("release"), "").expect("release the undo");
+    let out = ganger.wait();
+    let run = Run::new(case, out);
+    // The interrupt changed nothing: the undo finished and the run failed.
+    run.expect_code(1);
+    let stdout = &run.out.stdout;
+    assert!(
+        stdout.lines().any(|l| l
+            == "ganger: compensation (undo) is running and only a forced stop interrupts it; \
+                press Ctrl-C again to stop it"),
+        "\n{run}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("[a:undo] == succeeded")),
+        "\n{run}"
+    );
+}
+
+// -------------------------------------------------------------- arguments
+
+#[test]
+fn zero_slots_are_rejected() {
+    let run = Case::new("parallel.yml").arg("--slots").arg("0").run();
+    run.expect_code(2);
+    assert!(run.out.stderr.contains("--slots"), "\n{run}");
+    assert!(!run.dir().join("left.started").exists(), "\n{run}");
+}
+
+// ----------------------------------------------------------------- summary
+
+#[test]
+fn the_summary_names_the_logs_only_when_there_are_some() {
+    let run = Case::new("undo_success.yml").plain().run();
+    run.expect_code(0);
+    assert!(
+        run.out
+            .stdout
+            .lines()
+            .any(|l| l == "  logs: none (no task printed anything)"),
+        "\n{run}"
+    );
+    let run = Case::new("env.yml").plain().run();
+    run.expect_code(0);
+    let logs = format!(
+        "  logs: {}",
+        run.case.workdir().join(".ganger/logs").display()
+    );
+    assert!(run.out.stdout.lines().any(|l| l == logs), "\n{run}");
+}

@@ -27,11 +27,16 @@ pub struct LocalConfig {
     pub base_env: Vec<(String, String)>,
 }
 
+/// What the loop says when a plain cancel arrives while compensation runs
+/// (the core lets only a forced cancel stop `undo`).
+const UNDO_NOT_CANCELLED: &str = "compensation (undo) is running and only a forced stop interrupts it; press Ctrl-C again to stop it";
+
 /// Requests from outside the loop (signal handlers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Control {
-    /// Cancel gracefully; `force` kills everything at once.
-    Cancel { force: bool },
+    /// Cancel gracefully; `force` kills everything at once. `reason` is
+    /// recorded as the run's reason (the first one given wins).
+    Cancel { force: bool, reason: String },
 }
 
 /// What an attempt's own task tells the loop.
@@ -47,6 +52,8 @@ enum Report {
         phase: Phase,
         exit: Exit,
         outputs: BTreeMap<String, String>,
+        /// The executor's warnings about this attempt, for the observer.
+        warnings: Vec<String>,
     },
 }
 
@@ -111,13 +118,16 @@ pub async fn run_local(
                 Report::Started { task, attempt, phase } => {
                     d.apply(Event::TaskStarted { task, attempt, phase, agent: None });
                 }
-                Report::Finished { task, attempt, phase, exit, outputs } => {
+                Report::Finished { task, attempt, phase, exit, outputs, warnings } => {
                     d.running.remove(&(task, phase));
+                    for warning in &warnings {
+                        d.observer.warning(d.run.task_name(task), phase, warning);
+                    }
                     d.apply(Event::TaskFinished { task, attempt, phase, exit, outputs });
                 }
             },
             c = control.recv(), if control_open => match c {
-                Some(Control::Cancel { force }) => d.cancel(force),
+                Some(Control::Cancel { force, reason }) => d.cancel(force, reason),
                 None => control_open = false,
             },
             _ = tokio::time::sleep_until(wakeup.unwrap_or_else(tokio::time::Instant::now)), if wakeup.is_some() => d.apply(Event::Tick),
@@ -135,16 +145,12 @@ impl Driver {
         }
     }
 
-    fn cancel(&mut self, force: bool) {
-        let reason = if force {
-            "cancelled by a second interrupt"
-        } else {
-            "cancelled by interrupt"
-        };
-        self.apply(Event::Cancel {
-            reason: reason.into(),
-            force,
-        });
+    fn cancel(&mut self, force: bool, reason: String) {
+        if !force && self.run.undoing && !self.run.status.is_terminal() {
+            // The core ignores it; say so rather than seem not to listen.
+            self.observer.notice(UNDO_NOT_CANCELLED);
+        }
+        self.apply(Event::Cancel { reason, force });
         if force {
             // A forced stop also drops work not handed to a process yet.
             self.ready.clear();
@@ -239,7 +245,7 @@ impl Driver {
         // thread until the child has exec'd, and the loop must not wait for
         // that, or slots would start one after another instead of together.
         tokio::spawn(async move {
-            let (exit, outputs) = match ganger_executor::spawn(process, sink) {
+            let (exit, outputs, warnings) = match ganger_executor::spawn(process, sink) {
                 Ok(child) => {
                     let _ = reports.send(Report::Started {
                         task,
@@ -252,9 +258,9 @@ impl Driver {
                         Termination::Signaled(sig) => Exit::Signal(sig),
                         Termination::FailedToStart(msg) => Exit::Error(msg),
                     };
-                    (exit, outcome.outputs)
+                    (exit, outcome.outputs, outcome.warnings)
                 }
-                Err(e) => (Exit::Error(e.to_string()), BTreeMap::new()),
+                Err(e) => (Exit::Error(e.to_string()), BTreeMap::new(), Vec::new()),
             };
             let _ = reports.send(Report::Finished {
                 task,
@@ -262,6 +268,7 @@ impl Driver {
                 phase,
                 exit,
                 outputs,
+                warnings,
             });
         });
     }

@@ -1,7 +1,8 @@
 //! Words for states, shared by the plain and live views.
 
 use ganger_core::model::TaskId;
-use ganger_core::run::{Phase, RunState, TaskStatus};
+use ganger_core::run::{Attempt, Phase, RunState, TaskStatus};
+use ganger_core::units::format_duration;
 use jiff::{SignedDuration, Timestamp};
 
 pub(crate) fn duration(d: SignedDuration) -> String {
@@ -13,6 +14,28 @@ pub(crate) fn duration(d: SignedDuration) -> String {
     } else {
         format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
     }
+}
+
+/// A wait, written the way job files write durations: `50ms`, `1s`, `2m30s`.
+/// Rounded to 10ms under a second and to 100ms above, so a delay measured a
+/// moment late does not read `999ms`.
+pub(crate) fn wait(d: SignedDuration) -> String {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(0);
+    let step = if ms < 1000 { 10 } else { 100 };
+    let ms = (ms + step / 2) / step * step;
+    format_duration(std::time::Duration::from_millis(ms))
+}
+
+/// The line for an attempt that failed and was tried again at once, which
+/// no state of the task itself shows: `failed: exit code 1 (attempt 1 of 2), retrying`.
+pub(crate) fn retried(run: &RunState, task: TaskId, attempt: &Attempt) -> String {
+    let of = run.job.tasks[task].retry.attempts + 1;
+    let mut s = attempt.status.as_str().to_owned();
+    if let Some(reason) = &attempt.reason {
+        s.push_str(": ");
+        s.push_str(reason);
+    }
+    format!("{s} (attempt {} of {of}), retrying", attempt.number)
 }
 
 /// The label of a task's phase in output: `build` or `build:undo`.
@@ -42,7 +65,10 @@ pub(crate) fn state(run: &RunState, task: TaskId, phase: Phase, now: Timestamp) 
     Some(match exec.status {
         TaskStatus::Pending => {
             let at = state.retry_at.filter(|_| phase == Phase::Main)?;
-            let wait = duration(at.duration_since(now));
+            // The delay itself, measured from the failure rather than from
+            // now, when the failed attempt's end is known.
+            let since = attempt.and_then(|a| a.finished_at).unwrap_or(now);
+            let wait = wait(at.duration_since(since));
             let next = exec.attempt() + 1;
             format!("failed: {reason}; retrying in {wait} (attempt {next} of {of})")
         }

@@ -27,6 +27,8 @@ struct Row {
 
 pub(crate) struct Live {
     rows: Mutex<Vec<Row>>,
+    /// A message about the run, shown under the table.
+    notice: Mutex<Option<String>>,
     done: AtomicBool,
 }
 
@@ -50,6 +52,7 @@ impl Live {
             .collect();
         Live {
             rows: Mutex::new(rows),
+            notice: Mutex::new(None),
             done: AtomicBool::new(false),
         }
     }
@@ -143,6 +146,11 @@ impl Live {
             let _ = writeln!(frame, "… and {} more tasks", order.len() - room);
             lines += 1;
         }
+        if let Some(notice) = self.notice.lock().ok().as_deref().and_then(Option::as_ref) {
+            let notice: String = notice.chars().take(width.saturating_sub(1)).collect();
+            let _ = writeln!(frame, "\x1b[33m{notice}\x1b[0m");
+            lines += 1;
+        }
         Target::Stdout.write(&frame);
         lines
     }
@@ -166,21 +174,120 @@ impl Observer for Live {
             .as_ref()
             .filter(|_| row.status.is_terminal() && row.status != TaskStatus::Succeeded)
         {
-            row.last_line = reason.clone();
+            row.last_line = printable(reason);
         }
     }
 
     fn run_changed(&self, _run: &RunState) {}
 
     fn line(&self, task: &str, phase: Phase, line: &LogLine) {
+        self.set_last_line(task, phase, printable(&line.text));
+    }
+
+    fn warning(&self, task: &str, phase: Phase, text: &str) {
+        self.set_last_line(task, phase, format!("ganger: warning: {}", printable(text)));
+    }
+
+    fn notice(&self, text: &str) {
+        if let Ok(mut notice) = self.notice.lock() {
+            *notice = Some(printable(text));
+        }
+    }
+}
+
+impl Live {
+    fn set_last_line(&self, task: &str, phase: Phase, text: String) {
         let Ok(mut rows) = self.rows.lock() else {
             return;
         };
         if let Some(row) = rows.iter_mut().find(|r| r.name == task) {
             row.last_line = match phase {
-                Phase::Main => line.text.clone(),
-                Phase::Undo => format!("undo: {}", line.text),
+                Phase::Main => text,
+                Phase::Undo => format!("undo: {text}"),
             };
         }
+    }
+}
+
+/// What a terminal would show of one line of task output, without anything
+/// that could move the cursor, recolour or retitle the table: after a
+/// carriage return only the text that overwrote the line, escape sequences
+/// (CSI, OSC and the like) dropped, tabs as spaces, and no other control
+/// characters.
+fn printable(text: &str) -> String {
+    let text = text.trim_end_matches('\r');
+    let text = text.rsplit('\r').next().unwrap_or(text);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => skip_escape(&mut chars),
+            // C1 CSI, the one-character form of `ESC [`.
+            '\u{9b}' => skip_csi(&mut chars),
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Skips what follows an ESC, the ESC itself already read.
+fn skip_escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        Some('[') => skip_csi(chars),
+        // Strings ended by BEL or ST (`ESC \`): OSC, DCS, SOS, PM, APC.
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            while let Some(c) = chars.next() {
+                if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                    break;
+                }
+            }
+        }
+        // `ESC ( B` and the like: intermediate bytes, then one final byte.
+        Some(' '..='/') => {
+            while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+            chars.next();
+        }
+        // A two-character sequence (`ESC 7`, `ESC M`, ...), or a lone ESC.
+        _ => {}
+    }
+}
+
+/// Skips a control sequence's parameters and intermediates up to and
+/// including its final byte (`@` to `~`).
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in chars.by_ref() {
+        if ('@'..='~').contains(&c) {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_drops_what_moves_or_colours() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(printable("10%\r50%\r100% done"), "100% done");
+        assert_eq!(printable("crlf line\r"), "crlf line");
+        assert_eq!(
+            printable("\x1b[1;31mred\x1b[0m and \x1b[2Kclear"),
+            "red and clear"
+        );
+        assert_eq!(printable("\x1b]0;title\x07after"), "after");
+        assert_eq!(
+            printable("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"),
+            "link"
+        );
+        assert_eq!(printable("\x1b(Bcharset \x1b7saved"), "charset saved");
+        assert_eq!(
+            printable("bell\x07 back\x08 tab\there \u{9b}31mc1"),
+            "bell back tab here c1"
+        );
+        assert_eq!(printable("\x1b[31"), "");
+        assert_eq!(printable("ünïcødé ✓"), "ünïcødé ✓");
     }
 }

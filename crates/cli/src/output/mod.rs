@@ -60,9 +60,31 @@ pub(crate) fn summary(run: &RunState, workdir: &Path, target: Target) {
     if let Some(reason) = &run.reason {
         text.push_str(&format!("  reason: {reason}\n"));
     }
-    text.push_str(&format!(
-        "  logs: {}\n",
-        workdir.join(".ganger").join("logs").display()
-    ));
+    // Compensation that did not complete leaves side effects in place.
+    for (t, state) in run.tasks.iter().enumerate() {
+        let Some(undo) = state
+            .undo
+            .as_ref()
+            .filter(|u| u.status.is_failure() || u.status == TaskStatus::Cancelled)
+        else {
+            continue;
+        };
+        text.push_str(&format!(
+            "  undo {}: `{}`",
+            undo.status.as_str(),
+            run.task_name(t)
+        ));
+        if let Some(reason) = &undo.reason {
+            text.push_str(&format!(" ({reason})"));
+        }
+        text.push('\n');
+    }
+    // Log files are created on a task's first line of output.
+    let logs = workdir.join(".ganger").join("logs");
+    if logs.is_dir() {
+        text.push_str(&format!("  logs: {}\n", logs.display()));
+    } else {
+        text.push_str("  logs: none (no task printed anything)\n");
+    }
     target.write(&text);
 }

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -66,22 +67,47 @@ impl std::fmt::Display for Output {
 /// A started `ganger` whose output is drained in the background.
 pub struct Running {
     pub child: Child,
-    stdout: thread::JoinHandle<String>,
-    stderr: thread::JoinHandle<String>,
+    stdout: Drained,
+    stderr: Drained,
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+/// A pipe read to its end in the background; what arrived so far can be
+/// looked at while it runs.
+struct Drained {
+    so_far: Arc<Mutex<Vec<u8>>>,
+    reader: thread::JoinHandle<()>,
+}
+
+impl Drained {
+    fn new(mut r: impl Read + Send + 'static) -> Drained {
+        let so_far = Arc::new(Mutex::new(Vec::new()));
+        let buf = Arc::clone(&so_far);
+        let reader = thread::spawn(move || {
+            let mut chunk = [0; 8192];
+            loop {
+                match r.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.lock().unwrap().extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        Drained { so_far, reader }
+    }
+
+    fn so_far(&self) -> String {
+        String::from_utf8_lossy(&self.so_far.lock().unwrap()).into_owned()
+    }
+
+    fn join(self) -> String {
+        let _ = self.reader.join();
+        String::from_utf8_lossy(&self.so_far.lock().unwrap()).into_owned()
+    }
 }
 
 pub fn spawn(mut cmd: Command) -> Running {
     let mut child = cmd.spawn().expect("start ganger");
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let stdout = Drained::new(child.stdout.take().expect("piped stdout"));
+    let stderr = Drained::new(child.stderr.take().expect("piped stderr"));
     Running {
         child,
         stdout,
@@ -105,8 +131,8 @@ impl Running {
                 let _ = self.child.kill();
                 let out = Output {
                     status: self.child.wait().expect("wait"),
-                    stdout: self.stdout.join().unwrap_or_default(),
-                    stderr: self.stderr.join().unwrap_or_default(),
+                    stdout: self.stdout.join(),
+                    stderr: self.stderr.join(),
                 };
                 panic!("ganger did not finish within {DEADLINE:?}; killed it\n{out}");
             }
@@ -114,8 +140,33 @@ impl Running {
         };
         Output {
             status,
-            stdout: self.stdout.join().expect("stdout reader"),
-            stderr: self.stderr.join().expect("stderr reader"),
+            stdout: self.stdout.join(),
+            stderr: self.stderr.join(),
+        }
+    }
+
+    /// Polls until ganger has printed `text` on stdout or stderr (up to
+    /// [`DEADLINE`]): for waiting on what ganger says, like [`wait_for_file`].
+    pub fn wait_for_output(&mut self, text: &str) {
+        let start = Instant::now();
+        loop {
+            // Checked before reading what arrived: once ganger exited and both
+            // pipes are read to their end, the text can no longer come.
+            let drained = self.stdout.reader.is_finished() && self.stderr.reader.is_finished();
+            let (out, err) = (self.stdout.so_far(), self.stderr.so_far());
+            if out.contains(text) || err.contains(text) {
+                return;
+            }
+            if drained && let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "ganger exited ({status:?}) without printing {text:?}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+                );
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "ganger did not print {text:?} within {DEADLINE:?}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 }
