@@ -175,7 +175,8 @@ pub struct Resources {
     pub pids: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     Always,
     #[default]
@@ -183,7 +184,7 @@ pub enum PullPolicy {
     Never,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Service {
     pub name: String,
     pub image: String,
@@ -191,7 +192,7 @@ pub struct Service {
     pub command: Option<Vec<String>>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DockerSpec {
     pub image: String,
     pub command: Option<Vec<String>>,
@@ -204,7 +205,7 @@ pub struct DockerSpec {
     pub services: Vec<Service>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HttpSpec {
     pub method: String,
     pub url: String,
@@ -215,7 +216,7 @@ pub struct HttpSpec {
     pub timeout: Option<Duration>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChildJobSpec {
     pub job: String,
     pub params: Vec<(String, String)>,

@@ -97,7 +97,7 @@ pub enum Decision {
 }
 
 /// A task attempt with every template rendered: all an executor needs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     pub task: TaskId,
     pub name: String,
@@ -112,7 +112,8 @@ pub struct TaskSpec {
     pub tags: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ExecSpec {
     Process {
         script: String,

@@ -11,7 +11,9 @@ mod state;
 
 pub use event::{Decision, Event, EventError, ExecSpec, Exit, Phase, TaskSpec};
 pub use record::RunRecord;
-pub use state::{Attempt, Exec, KillReason, RunState, RunStatus, Stop, TaskState, TaskStatus};
+pub use state::{
+    Attempt, Exec, KillReason, RestoreError, RunState, RunStatus, Stop, TaskState, TaskStatus,
+};
 
 #[cfg(test)]
 mod tests;

@@ -161,8 +161,10 @@ pub struct TaskState {
     /// one's undo starts (their own undos wait for theirs in turn).
     pub undo_after: Vec<TaskId>,
     /// How many of `undo_after` have not finished their undo yet.
+    #[serde(skip)]
     pub(crate) undo_blocked: usize,
     /// The tasks whose undo waits for this one's.
+    #[serde(skip)]
     pub(crate) undo_waiters: Vec<TaskId>,
     pub outputs: BTreeMap<String, String>,
     /// When a failed attempt will be tried again.
@@ -191,6 +193,20 @@ impl TaskState {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("saved run state is not valid: {0}")]
+    Json(String),
+    #[error(
+        "saved run {run} has {saved} tasks but its job definition has {job}: restore it with the version it started with"
+    )]
+    JobMismatch {
+        run: String,
+        saved: usize,
+        job: usize,
+    },
+}
+
 /// Why the run is winding down before its tasks are done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -203,14 +219,14 @@ pub enum Stop {
     Timeout,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
     RunDeadline,
     Retry(TaskId),
     TaskDeadline(TaskId, Phase, u32),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Timer {
     pub(crate) at: Timestamp,
     pub(crate) kind: TimerKind,
@@ -234,13 +250,17 @@ pub struct RunState {
     pub undoing: bool,
     pub tasks: Vec<TaskState>,
     /// Tasks whose main execution is not terminal yet.
+    #[serde(skip)]
     pub(crate) unsettled: usize,
     /// Undo executions not terminal yet.
+    #[serde(skip)]
     pub(crate) undo_unsettled: usize,
     /// For each task, how many of its needs have not settled yet: a task is
     /// examined in full only when this reaches zero (or an edge fails), so a
     /// wide barrier costs O(edges), not O(edges × needs).
+    #[serde(skip)]
     pub(crate) waiting_needs: Vec<usize>,
+    #[serde(skip)]
     pub(crate) timers: BTreeSet<Timer>,
     /// Tasks to re-examine because something they depend on changed.
     #[serde(skip)]
@@ -274,8 +294,7 @@ impl RunState {
         now: Timestamp,
     ) -> RunState {
         let n = job.tasks.len();
-        let waiting_needs = job.tasks.iter().map(|t| t.needs.len()).collect();
-        RunState {
+        let mut run = RunState {
             id,
             job,
             params,
@@ -298,11 +317,116 @@ impl RunState {
                     retry_at: None,
                 })
                 .collect(),
-            unsettled: n,
+            unsettled: 0,
             undo_unsettled: 0,
-            waiting_needs,
+            waiting_needs: Vec::new(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
+        };
+        run.rebuild();
+        run
+    }
+
+    /// The run as JSON, for a store. Everything but the job definition is
+    /// kept: the definition is stored once per version, not once per run.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// A run saved by [`RunState::to_json`], reattached to its job's
+    /// definition (the same version it started with).
+    pub fn from_json(json: &str, job: Arc<Job>) -> Result<RunState, RestoreError> {
+        let mut run: RunState =
+            serde_json::from_str(json).map_err(|e| RestoreError::Json(e.to_string()))?;
+        if run.tasks.len() != job.tasks.len() {
+            return Err(RestoreError::JobMismatch {
+                run: run.id,
+                saved: run.tasks.len(),
+                job: job.tasks.len(),
+            });
+        }
+        run.job = job;
+        run.rebuild();
+        Ok(run)
+    }
+
+    /// Derives the bookkeeping that is not saved (counters, reverse links,
+    /// timers) from the saved state, so a restored run cannot disagree with
+    /// itself.
+    fn rebuild(&mut self) {
+        let job = Arc::clone(&self.job);
+        let main_open = |s: &RunState, t: TaskId| !s.tasks[t].main.status.is_terminal();
+        let undo_open = |s: &RunState, t: TaskId| {
+            s.tasks[t]
+                .undo
+                .as_ref()
+                .is_some_and(|u| !u.status.is_terminal())
+        };
+        self.unsettled = (0..self.tasks.len())
+            .filter(|&t| main_open(self, t))
+            .count();
+        self.undo_unsettled = (0..self.tasks.len())
+            .filter(|&t| undo_open(self, t))
+            .count();
+        self.waiting_needs = job
+            .tasks
+            .iter()
+            .map(|d| d.needs.iter().filter(|n| main_open(self, n.task)).count())
+            .collect();
+        for t in 0..self.tasks.len() {
+            self.tasks[t].undo_waiters.clear();
+        }
+        for t in 0..self.tasks.len() {
+            let blockers: Vec<TaskId> = self.tasks[t]
+                .undo_after
+                .iter()
+                .copied()
+                .filter(|&d| undo_open(self, d))
+                .collect();
+            self.tasks[t].undo_blocked = blockers.len();
+            for d in blockers {
+                self.tasks[d].undo_waiters.push(t);
+            }
+        }
+        self.timers.clear();
+        if self.status != RunStatus::Running {
+            return;
+        }
+        if let (Some(timeout), Some(started)) = (job.timeout, self.started_at)
+            && !matches!(self.stop, Some(Stop::Timeout))
+        {
+            let at = started
+                .checked_add(
+                    jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX),
+                )
+                .unwrap_or(Timestamp::MAX);
+            self.timers.insert(Timer {
+                at,
+                kind: TimerKind::RunDeadline,
+            });
+        }
+        for (t, state) in self.tasks.iter().enumerate() {
+            if let Some(at) = state.retry_at {
+                self.timers.insert(Timer {
+                    at,
+                    kind: TimerKind::Retry(t),
+                });
+            }
+            for (phase, exec) in [
+                (Phase::Main, Some(&state.main)),
+                (Phase::Undo, state.undo.as_ref()),
+            ] {
+                if let Some(exec) = exec
+                    && let Some(at) = exec.deadline
+                    && exec.status.is_active()
+                    && exec.kill.is_none()
+                {
+                    self.timers.insert(Timer {
+                        at,
+                        kind: TimerKind::TaskDeadline(t, phase, exec.attempt()),
+                    });
+                }
+            }
         }
     }
 

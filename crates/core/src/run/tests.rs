@@ -622,89 +622,160 @@ fn gen_steps() -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
+/// Drives a random run with random steps, checking the rules at every step;
+/// with `restore`, the run is saved and restored after every step. Returns
+/// the final state as JSON.
+fn drive_and_check(
+    tasks: Vec<GenTask>,
+    steps: Vec<Step>,
+    restore: bool,
+) -> Result<String, TestCaseError> {
+    let job = job(&yaml_of(&tasks));
+    let n = job.tasks.len();
+    let mut sim = Sim::with_job(job.clone());
+    let mut terminal_seen: Vec<Option<TaskStatus>> = vec![None; n];
+    let mut undo_done_order: Vec<TaskId> = Vec::new();
+    let mut undo_started: Vec<TaskId> = Vec::new();
+    let check = |sim: &Sim, terminal_seen: &mut Vec<Option<TaskStatus>>| {
+        for (t, seen) in terminal_seen.iter_mut().enumerate() {
+            let status = sim.run.tasks[t].main.status;
+            if let Some(prev) = seen {
+                prop_assert_eq!(*prev, status, "a terminal task changed state");
+            } else if status.is_terminal() {
+                *seen = Some(status);
+            }
+        }
+        Ok(())
+    };
+    let mut steps = steps.into_iter();
+    // Random steps, then finish everything still running until the run ends.
+    for _ in 0..10_000 {
+        if sim.run.status.is_terminal() {
+            break;
+        }
+        let step = steps.next().unwrap_or(Step::Finish { pick: 0, code: 0 });
+        match step {
+            Step::Finish { pick, code } => {
+                if sim.inflight.is_empty() {
+                    sim.advance(Duration::from_secs(3600));
+                    continue;
+                }
+                let (t, attempt, phase) = sim.inflight.remove(pick % sim.inflight.len());
+                // Rule: a task starts only once its needs allow it.
+                if phase == Phase::Main && attempt == 1 {
+                    let def = &job.tasks[t];
+                    for need in &def.needs {
+                        let dep = sim.run.tasks[need.task].main.status;
+                        prop_assert!(
+                            dep.is_terminal(),
+                            "t{} ran before t{} settled",
+                            t,
+                            need.task
+                        );
+                    }
+                }
+                if phase == Phase::Undo {
+                    undo_started.push(t);
+                }
+                let decisions = sim.run.apply(
+                    Event::TaskFinished {
+                        task: t,
+                        attempt,
+                        phase,
+                        exit: Exit::Code(code),
+                        outputs: BTreeMap::new(),
+                    },
+                    sim.now,
+                );
+                let decisions = decisions.expect("current attempt accepted");
+                if phase == Phase::Undo {
+                    undo_done_order.push(t);
+                }
+                sim.absorb(decisions);
+            }
+            Step::Cancel { force } => {
+                let r = sim.run.apply(
+                    Event::Cancel {
+                        reason: "test".into(),
+                        force,
+                    },
+                    sim.now,
+                );
+                if let Ok(d) = r {
+                    sim.absorb(d);
+                }
+                // A stopped run waits only for what still runs and for
+                // retries of `always` tasks: never for anything else.
+                let forced = matches!(sim.run.stop, Some(Stop::Cancel { force: true, .. }));
+                let waiting = sim
+                    .run
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.retry_at.is_some() && job.tasks[i].always && !forced);
+                if sim.inflight.is_empty() && !waiting {
+                    prop_assert!(
+                        sim.run.status.is_terminal(),
+                        "cancelled run idles in {:?}",
+                        sim.run.status
+                    );
+                }
+            }
+            Step::Tick => sim.advance(Duration::from_secs(3600)),
+        }
+        check(&sim, &mut terminal_seen)?;
+        if restore {
+            // As after a crash: the run continues from what a store kept.
+            let saved = sim.run.to_json().expect("serializes");
+            sim.run = RunState::from_json(&saved, job.clone()).expect("restores");
+        }
+    }
+    prop_assert!(
+        sim.run.status.is_terminal(),
+        "run did not terminate: {:?}",
+        sim.run.status
+    );
+    for t in 0..n {
+        prop_assert!(
+            sim.run.tasks[t].main.status.is_terminal(),
+            "t{} not terminal",
+            t
+        );
+    }
+    // Undo order: a task's undo finishes after the undos of its descendants.
+    for (i, &t) in undo_done_order.iter().enumerate() {
+        for d in job.descendants(t) {
+            if let Some(j) = undo_done_order.iter().position(|&x| x == d) {
+                prop_assert!(
+                    j < i,
+                    "undo of t{} finished before undo of its descendant t{}",
+                    t,
+                    d
+                );
+            }
+        }
+    }
+    // Undo only for succeeded tasks of failed runs.
+    for &t in &undo_started {
+        prop_assert_eq!(sim.run.tasks[t].main.status, TaskStatus::Succeeded);
+        prop_assert_eq!(sim.run.status, RunStatus::Failed);
+    }
+    Ok(sim.run.to_json().expect("serializes"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn every_run_terminates_and_respects_its_rules(tasks in gen_job(), steps in gen_steps()) {
-        let job = job(&yaml_of(&tasks));
-        let n = job.tasks.len();
-        let mut sim = Sim::with_job(job.clone());
-        let mut terminal_seen: Vec<Option<TaskStatus>> = vec![None; n];
-        let mut undo_done_order: Vec<TaskId> = Vec::new();
-        let mut undo_started: Vec<TaskId> = Vec::new();
-        let check = |sim: &Sim, terminal_seen: &mut Vec<Option<TaskStatus>>| {
-            for (t, seen) in terminal_seen.iter_mut().enumerate() {
-                let status = sim.run.tasks[t].main.status;
-                if let Some(prev) = seen {
-                    prop_assert_eq!(*prev, status, "a terminal task changed state");
-                } else if status.is_terminal() {
-                    *seen = Some(status);
-                }
-            }
-            Ok(())
-        };
-        let mut steps = steps.into_iter();
-        // Random steps, then finish everything still running until the run ends.
-        for _ in 0..10_000 {
-            if sim.run.status.is_terminal() { break; }
-            let step = steps.next().unwrap_or(Step::Finish { pick: 0, code: 0 });
-            match step {
-                Step::Finish { pick, code } => {
-                    if sim.inflight.is_empty() {
-                        sim.advance(Duration::from_secs(3600));
-                        continue;
-                    }
-                    let (t, attempt, phase) = sim.inflight.remove(pick % sim.inflight.len());
-                    // Rule: a task starts only once its needs allow it.
-                    if phase == Phase::Main && attempt == 1 {
-                        let def = &job.tasks[t];
-                        for need in &def.needs {
-                            let dep = sim.run.tasks[need.task].main.status;
-                            prop_assert!(dep.is_terminal(), "t{} ran before t{} settled", t, need.task);
-                        }
-                    }
-                    if phase == Phase::Undo {
-                        undo_started.push(t);
-                    }
-                    let decisions = sim.run.apply(Event::TaskFinished { task: t, attempt, phase, exit: Exit::Code(code), outputs: BTreeMap::new() }, sim.now);
-                    let decisions = decisions.expect("current attempt accepted");
-                    if phase == Phase::Undo { undo_done_order.push(t); }
-                    sim.absorb(decisions);
-                }
-                Step::Cancel { force } => {
-                    let r = sim.run.apply(Event::Cancel { reason: "test".into(), force }, sim.now);
-                    if let Ok(d) = r { sim.absorb(d); }
-                    // A stopped run waits only for what still runs and for
-                    // retries of `always` tasks: never for anything else.
-                    let forced = matches!(sim.run.stop, Some(Stop::Cancel { force: true, .. }));
-                    let waiting = sim.run.tasks.iter().enumerate()
-                        .any(|(i, t)| t.retry_at.is_some() && job.tasks[i].always && !forced);
-                    if sim.inflight.is_empty() && !waiting {
-                        prop_assert!(sim.run.status.is_terminal(), "cancelled run idles in {:?}", sim.run.status);
-                    }
-                }
-                Step::Tick => sim.advance(Duration::from_secs(3600)),
-            }
-            check(&sim, &mut terminal_seen)?;
-        }
-        prop_assert!(sim.run.status.is_terminal(), "run did not terminate: {:?}", sim.run.status);
-        for t in 0..n {
-            prop_assert!(sim.run.tasks[t].main.status.is_terminal(), "t{} not terminal", t);
-        }
-        // Undo order: a task's undo finishes after the undos of its descendants.
-        for (i, &t) in undo_done_order.iter().enumerate() {
-            for d in job.descendants(t) {
-                if let Some(j) = undo_done_order.iter().position(|&x| x == d) {
-                    prop_assert!(j < i, "undo of t{} finished before undo of its descendant t{}", t, d);
-                }
-            }
-        }
-        // Undo only for succeeded tasks of failed runs.
-        for &t in &undo_started {
-            prop_assert_eq!(sim.run.tasks[t].main.status, TaskStatus::Succeeded);
-            prop_assert_eq!(sim.run.status, RunStatus::Failed);
-        }
+        drive_and_check(tasks, steps, false)?;
+    }
+
+    #[test]
+    fn saving_and_restoring_a_run_changes_nothing(tasks in gen_job(), steps in gen_steps()) {
+        let uninterrupted = drive_and_check(tasks.clone(), steps.clone(), false)?;
+        let restored = drive_and_check(tasks, steps, true)?;
+        prop_assert_eq!(uninterrupted, restored);
     }
 
     #[test]
