@@ -5,6 +5,7 @@
 //! runtime. Callers pass the current time in and act on the decisions that
 //! come out, so the same rules drive `ganger run`, the server and tests.
 
+pub mod admission;
 mod decode;
 pub mod diag;
 pub mod model;
