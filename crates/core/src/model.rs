@@ -15,6 +15,10 @@ pub struct JobFile {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub name: String,
+    /// This job's definition alone, as canonical JSON (which parses as a job
+    /// file): what a server stores per version, and compares to tell whether
+    /// an upload changed the job.
+    pub source: String,
     pub description: Option<String>,
     pub params: Vec<ParamSpec>,
     pub env: Vec<(String, String)>,

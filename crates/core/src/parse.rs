@@ -72,6 +72,16 @@ struct TemplateUse {
     env_value: bool,
 }
 
+/// `{"jobs":{"<name>":<definition>}}` in canonical JSON.
+fn canonical_source(name: &str, node: &Node) -> String {
+    let mut out = String::from("{\"jobs\":{");
+    yaml::write_json_string(name, &mut out);
+    out.push(':');
+    node.write_json(&mut out);
+    out.push_str("}}");
+    out
+}
+
 /// A task as decoded, before names are resolved.
 struct RawTask {
     task: Task,
@@ -219,6 +229,7 @@ fn job(sink: &mut Sink, name: &str, pos: Pos, node: &Node) -> Option<Job> {
         sink,
         Job {
             name: name.to_owned(),
+            source: canonical_source(name, node),
             description,
             params,
             env,
@@ -1527,6 +1538,37 @@ mod tests {
             "jobs:\n j:\n  params: {ab: 1, AB: 2}\n  tasks:\n   a: {run: x}\n",
             "only by case",
         );
+    }
+
+    #[test]
+    fn a_jobs_source_parses_back_to_the_same_job() {
+        let yaml = r#"jobs:
+ first: {tasks: {x: {run: 'true'}}}
+ build:
+  params: {v: {default: "a\tb\"c", pattern: '^.*$'}}
+  env: &e {A: '1'}
+  tasks:
+   t:
+    run: |
+      echo {{ params.v }}
+      echo done
+    env: *e
+    retry: 2
+    needs: [u]
+   u: {run: x, timeout: 5s, on_exit_code: {3: t}}
+"#;
+        let file = parse_job_file("t.yml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        let build = &file.jobs[1];
+        let again = parse_job_file("stored", &build.source)
+            .unwrap_or_else(|e| panic!("{e}\n{}", build.source));
+        assert_eq!(again.jobs.len(), 1);
+        assert_eq!(format!("{:?}", again.jobs[0]), format!("{build:?}"));
+        // The same definition in another YAML style has the same source.
+        let flow = "jobs:\n  first: {tasks: {x: {run: 'true'}}}";
+        let block = "jobs:\n  first:\n    tasks:\n      x:\n        run: \"true\"\n";
+        let a = parse_job_file("a", flow).unwrap_or_else(|e| panic!("{e}"));
+        let b = parse_job_file("b", block).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.jobs[0].source, b.jobs[0].source);
     }
 
     #[test]

@@ -62,6 +62,38 @@ impl Node {
         }
     }
 
+    /// Writes the node as JSON, which is YAML too: every scalar as a string
+    /// (the decoder reads scalars by their text), mappings in their order.
+    /// Equal definitions give equal text, whatever their YAML style.
+    pub fn write_json(&self, out: &mut String) {
+        match &self.kind {
+            NodeKind::Null => out.push_str("null"),
+            NodeKind::Scalar { value, .. } => write_json_string(value, out),
+            NodeKind::Seq(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write_json(out);
+                }
+                out.push(']');
+            }
+            NodeKind::Map(entries) => {
+                out.push('{');
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(k.as_str().unwrap_or_default(), out);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
     fn size(&self) -> usize {
         match &self.kind {
             NodeKind::Null | NodeKind::Scalar { .. } => 1,
@@ -168,6 +200,22 @@ impl Builder {
             },
         }
     }
+}
+
+pub(crate) fn write_json_string(value: &str, out: &mut String) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn scalar_node(value: &str, style: ScalarStyle, pos: Pos) -> Node {

@@ -270,6 +270,7 @@ pub struct RunState {
 fn empty_job() -> Arc<Job> {
     Arc::new(Job {
         name: String::new(),
+        source: String::new(),
         description: None,
         params: Vec::new(),
         env: Vec::new(),
