@@ -41,6 +41,21 @@ pub(crate) struct RunArgs {
     grace: Duration,
 }
 
+/// What this version of `ganger run` cannot do, found before anything runs
+/// rather than halfway through the job.
+fn unsupported(job: &ganger_core::model::Job) -> Vec<String> {
+    job.tasks
+        .iter()
+        .flat_map(|t| {
+            let executor = (!matches!(t.executor, ganger_core::model::Executor::Process)).then(|| {
+                format!("task `{}` uses executor `{}`; this version of ganger runs only `process` tasks", t.name, t.executor.name())
+            });
+            let fan_out = t.for_each.is_some().then(|| format!("task `{}` uses `for_each`, which this version of ganger cannot run yet", t.name));
+            executor.into_iter().chain(fan_out)
+        })
+        .collect()
+}
+
 fn parse_param(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -71,6 +86,13 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let job = pick(file, args.job.as_deref(), &args.file)?;
+    let unsupported = unsupported(&job);
+    if !unsupported.is_empty() {
+        for problem in unsupported {
+            eprintln!("error: {problem}");
+        }
+        return Ok(exit::INVALID);
+    }
     let params = match resolve_params(&job, &args.params) {
         Ok(p) => p,
         Err(errors) => {

@@ -1000,3 +1000,16 @@ fn the_summary_names_the_logs_only_when_there_are_some() {
     );
     assert!(run.out.stdout.lines().any(|l| l == logs), "\n{run}");
 }
+
+#[test]
+fn executors_this_version_cannot_run_are_refused_before_anything_runs() {
+    let run = Case::new("unsupported.yml").run();
+    run.expect_code(2);
+    assert!(
+        run.out
+            .stderr
+            .contains("task `package` uses executor `docker`"),
+        "\n{run}"
+    );
+    assert!(!run.dir().join("ran").exists(), "a task ran\n{run}");
+}
