@@ -10,7 +10,7 @@
 //! - inside `'…'`: the quote closed, the value shell-quoted, the quote reopened;
 //! - inside a quoted heredoc: the value as is (nothing expands there), unless
 //!   a line of it would end the heredoc;
-//! - inside a `#` comment: the value with line breaks flattened.
+//! - inside a `#` comment: the value shell-quoted with line breaks flattened.
 
 use crate::template::TemplateError;
 
@@ -94,7 +94,9 @@ impl Placer {
             Mode::Double => self.bind(value),
             Mode::Single => format!("'{}'", Self::quote(&value)?),
             Mode::AnsiC => format!("'{}$'", Self::quote(&value)?),
-            Mode::Comment => value.replace(['\n', '\r'], " "),
+            // Quoted too: should the scanner ever take code for a comment,
+            // the value still cannot run.
+            Mode::Comment => Self::quote(&value.replace(['\n', '\r'], " "))?,
             Mode::Heredoc { expand: true, .. } => self.bind(value),
             Mode::Heredoc {
                 delimiter,
@@ -279,7 +281,9 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
             (Mode::Double, _) => {}
             (Mode::Plain { parens, backtick }, _) => {
                 let was_word_start = p.word_start;
-                p.word_start = c.is_whitespace() || ";|&(){}".contains(c);
+                // Where a `#` would start a comment: not after `{`, which
+                // `${#var}` uses.
+                p.word_start = c.is_whitespace() || ";|&()".contains(c);
                 match c {
                     '\\' => {
                         p.out.push(c);
@@ -402,7 +406,7 @@ mod tests {
     fn comments_cannot_gain_lines() {
         assert_eq!(
             placed("# deploying §\necho ok", "v\nrm -rf /").text,
-            "# deploying v rm -rf /\necho ok"
+            "# deploying 'v rm -rf /'\necho ok"
         );
     }
 
@@ -418,5 +422,7 @@ mod tests {
     fn shell_length_and_arithmetic_are_left_alone() {
         let s = placed("a=(1 2)\necho ${#a[@]} $((1 + 2)) # it's §", "x");
         assert_eq!(s.text, "a=(1 2)\necho ${#a[@]} $((1 + 2)) # it's x");
+        let s = placed("echo ${#a[@]} §", "; touch x");
+        assert_eq!(s.text, "echo ${#a[@]} '; touch x'");
     }
 }

@@ -46,6 +46,15 @@ const CONTEXTS: &[(&str, &str, &str)] = &[
         " post|\n",
     ),
     ("# a comment: {{ params.v }}\nprintf 'ok|'", "", "ok|"),
+    ("a=(1 2)\nprintf '%s|' ${#a[@]}{{ params.v }}", "2", "|"),
+    ("printf '%s|' $((1 << 2)){{ params.v }}", "4", "|"),
+    ("printf '%s|' ${HOME:+\"{{ params.v }}\"}", "", "|"),
+    (
+        "x=1; case $x in 1) printf '%s|' {{ params.v }};; esac",
+        "",
+        "|",
+    ),
+    ("printf '%s|' \"$( (printf %s {{ params.v }}) )\"", "", "|"),
 ];
 
 #[test]
