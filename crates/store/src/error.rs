@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use crate::TaskKey;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Errors of a backend library, boxed so the driver's error type (sqlx
+/// today) does not leak into the public API and every backend can share
+/// the same variants.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything a store operation can fail with. Messages name the operation
+/// and the object it was working on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+
+    #[error("cannot migrate the database {path} to the current schema: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+
+    /// A query failed; `op` says which operation and on what.
+    #[error("{op}: database error: {source}")]
+    Database {
+        op: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// The caller passed something the store refuses to keep.
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+
+    #[error("{op}: no run with id {id:?}")]
+    RunNotFound { op: &'static str, id: String },
+
+    #[error("insert run: a run with id {id:?} already exists")]
+    DuplicateRun { id: String },
+
+    #[error("{op}: no claimable task {key}")]
+    ClaimableNotFound { op: &'static str, key: TaskKey },
+
+    #[error("put token: a token with this hash already exists (token {name:?})")]
+    DuplicateToken { name: String },
+
+    #[error("list runs: invalid page cursor {cursor:?}")]
+    InvalidCursor { cursor: String },
+
+    /// A stored value cannot be read back (out of range, malformed JSON):
+    /// the database was changed by something other than this store.
+    #[error("{op}: stored data is corrupt: {detail}")]
+    Corrupt { op: String, detail: String },
+
+    /// A thread panicked while holding the memory store's lock; its state
+    /// may be half-changed, so it is not used any more.
+    #[error("{op}: the memory store is unusable after a panic in another thread")]
+    Poisoned { op: &'static str },
+}

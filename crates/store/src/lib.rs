@@ -1,0 +1,521 @@
+//! Durable storage for ganger: the [`Store`] trait and its implementations,
+//! [`MemoryStore`] (tests, `ganger run`) and [`SqliteStore`] (`ganger server`).
+//! PostgreSQL will be a third implementation of the same trait.
+//!
+//! The store is type-agnostic. Run states, task specs and parameters are
+//! opaque JSON strings owned by the engine; the store types only the columns
+//! it must query (status, priority, times, tags, leases). Times are `i64` unix
+//! milliseconds, supplied by the caller, so tests and simulations control the
+//! clock.
+//!
+//! # Tables
+//!
+//! - `jobs (name, version, digest, source, created_at)`: every version of every
+//!   job definition. Versions are dense per name; a new one is written only
+//!   when the digest changes ([`Store::put_jobs`]).
+//! - `runs (seq, id, job, version, status, priority, concurrency_key,
+//!   idempotency_key, scheduled_at, created_at, started_at, finished_at,
+//!   reason, params_json, state_json)`: one row per run. `seq` is assigned by
+//!   the store, strictly increasing and never reused: it orders lists and
+//!   backs the page cursors. `idempotency_key` is unique where present.
+//! - `claimables (seq, run_id, task, phase, attempt, priority, tags, executor,
+//!   spec_json, ready_at, agent, lease_until)`: the task attempts on offer to
+//!   agents, keyed by [`TaskKey`]. `agent`/`lease_until` are both set while
+//!   the row is claimed and both null while it is not. Rows belong to a run
+//!   (deleted with it).
+//! - `tokens (hash, role, name, created_at)`: API tokens by the hash of
+//!   their secret.
+//!
+//! SQLite also keeps sqlx's `_sqlx_migrations` table; the schema lives in
+//! `crates/store/migrations/sqlite/` and is applied by [`SqliteStore::open`].
+//!
+//! # Invariants
+//!
+//! - **One transaction per batch.** [`Store::commit`] applies all run
+//!   updates, new claimables and removed claimables of one engine tick
+//!   together or not at all; so does [`Store::put_jobs`] for one upload.
+//!   SQLite starts every write transaction with `BEGIN IMMEDIATE`, so it takes
+//!   the write lock up front and waits for it (busy timeout) instead of
+//!   failing on a read-to-write upgrade.
+//! - **A claimable is claimed by at most one agent at a time.** A claim only
+//!   takes rows that are unclaimed at the moment of the write (guarded by
+//!   `agent IS NULL` in the same statement), under the write lock. Claims end
+//!   by [`Store::release`], by removal ([`Batch::done`]), or by re-offering
+//!   the key with a new attempt number (see [`Batch::ready`]).
+//! - **Exactly-once enqueue.** Two [`Store::insert_run`] calls with the same
+//!   idempotency key create one run, whatever the interleaving.
+//! - Nothing is half-written: an error rolls the whole call back.
+
+mod error;
+mod memory;
+mod sqlite;
+
+use std::sync::Arc;
+
+pub use error::{Result, StoreError};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Run statuses after which a run never changes again; [`Store::unfinished`]
+/// returns every run whose status is not one of these.
+pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Largest page [`Store::list_runs`] returns; larger limits are clamped.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A job definition to store: `source` is kept verbatim, `digest` decides
+/// whether it is a new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobDef {
+    pub name: String,
+    pub source: String,
+    pub digest: String,
+}
+
+/// One stored version of a job definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobVersion {
+    pub name: String,
+    pub version: u32,
+    pub digest: String,
+    /// True only in the answer of [`Store::put_jobs`], for a version that
+    /// call wrote; false for an unchanged definition and in every read.
+    pub created: bool,
+    pub created_at: i64,
+}
+
+/// A run to insert. `id` is chosen by the caller; the store assigns `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRun {
+    pub id: String,
+    pub job: String,
+    pub version: u32,
+    pub priority: i32,
+    pub concurrency_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub params_json: String,
+    pub state_json: String,
+}
+
+/// The outcome of [`Store::insert_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The run was written with this sequence number.
+    Created { seq: i64 },
+    /// A run with the same idempotency key exists; nothing was written.
+    Existing { id: String },
+}
+
+/// A stored run. `status` starts as `"queued"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: String,
+    pub seq: i64,
+    pub job: String,
+    pub version: u32,
+    pub status: String,
+    pub priority: i32,
+    pub concurrency_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+    pub params_json: String,
+    pub state_json: String,
+}
+
+/// A run in a list: [`RunRow`] without its parameters and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSummary {
+    pub id: String,
+    pub seq: i64,
+    pub job: String,
+    pub version: u32,
+    pub status: String,
+    pub priority: i32,
+    pub concurrency_key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl From<RunRow> for RunSummary {
+    fn from(r: RunRow) -> Self {
+        RunSummary {
+            id: r.id,
+            seq: r.seq,
+            job: r.job,
+            version: r.version,
+            status: r.status,
+            priority: r.priority,
+            concurrency_key: r.concurrency_key,
+            idempotency_key: r.idempotency_key,
+            scheduled_at: r.scheduled_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            reason: r.reason,
+        }
+    }
+}
+
+/// Filters of [`Store::list_runs`]; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub status: Option<String>,
+}
+
+/// One page of a list. Pass `next_cursor` back to get the next page; `None`
+/// means this was the last one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// New values for a run's mutable columns. Every field replaces the stored
+/// one (a `None` clears it): the engine owns the run and sends its whole view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunUpdate {
+    pub id: String,
+    pub status: String,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: Option<String>,
+    pub state_json: String,
+}
+
+/// Identifies one claimable: a task (by index in the run's DAG) in a phase
+/// (the engine's name for e.g. the main body or the undo step).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey {
+    pub run_id: String,
+    pub task: u32,
+    pub phase: String,
+}
+
+impl std::fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.run_id, self.task, self.phase)
+    }
+}
+
+/// A task attempt on offer to agents. `attempt` is the fencing token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimable {
+    pub key: TaskKey,
+    pub attempt: u32,
+    pub priority: i32,
+    /// Labels an agent needs: `k=v` needs label `k=v`; a bare `k` needs
+    /// label `k` or any `k=…`.
+    pub tags: Vec<String>,
+    pub executor: String,
+    pub spec_json: String,
+    /// Not claimable before this time (retry delays, scheduled runs).
+    pub ready_at: i64,
+}
+
+/// All changes of one engine tick, applied in one transaction by
+/// [`Store::commit`], in this order: `runs`, then `ready`, then `done`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Runs to update; each must exist.
+    pub runs: Vec<RunUpdate>,
+    /// Claimables to offer, inserted or replaced by key; their run must
+    /// exist. Replacing keeps the row's FIFO position. It keeps a current
+    /// claim when the attempt is unchanged (an update of the same offer) and
+    /// drops it when the attempt differs (a new offer, fenced by the new
+    /// attempt number).
+    pub ready: Vec<Claimable>,
+    /// Claimables to remove (finished, cancelled); absent keys are ignored.
+    pub done: Vec<TaskKey>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.ready.is_empty() && self.done.is_empty()
+    }
+}
+
+/// An agent asking for work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub agent: String,
+    pub labels: Vec<String>,
+    pub executors: Vec<String>,
+    /// At most this many claimables are returned.
+    pub max: u32,
+    pub now: i64,
+    pub lease_until: i64,
+}
+
+/// A claimable together with the claim on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    pub claimable: Claimable,
+    pub agent: String,
+    pub lease_until: i64,
+}
+
+/// An API token, stored by the hash of its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub hash: String,
+    pub role: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// Persistence for the engine. Every method is one atomic operation: it
+/// happens entirely or, on error, not at all.
+///
+/// The trait is object safe (`Arc<dyn Store>` is itself a `Store`), at the
+/// cost of one boxed future per call.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Stores an upload of definitions atomically. Per definition, in order:
+    /// when the latest version has the same digest it is returned unchanged
+    /// (`created: false`), otherwise version latest+1 is written
+    /// (`created: true`). A definition with an empty name or digest fails
+    /// the whole call and nothing is stored.
+    async fn put_jobs(&self, defs: Vec<JobDef>, now: i64) -> Result<Vec<JobVersion>>;
+
+    /// One version of a job (`None`: the latest) with its source.
+    async fn job(&self, name: &str, version: Option<u32>) -> Result<Option<(JobVersion, String)>>;
+
+    /// The latest version of every job, by name.
+    async fn jobs(&self) -> Result<Vec<JobVersion>>;
+
+    /// Inserts a run with status `"queued"`, unless a run with the same
+    /// idempotency key exists (keys are global, not per job): then nothing
+    /// is written and its id returned.
+    /// An existing run id (without such a key) is [`StoreError::DuplicateRun`].
+    async fn insert_run(&self, run: NewRun) -> Result<Inserted>;
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>>;
+
+    /// Runs whose status is not terminal ([`TERMINAL_STATUSES`]), oldest
+    /// first: what recovery reloads.
+    async fn unfinished(&self) -> Result<Vec<RunRow>>;
+
+    /// Runs newest first, `limit` per page (clamped to 1..=[`MAX_PAGE`]).
+    /// Pages are stable under concurrent inserts: a cursor continues after
+    /// the last run it returned, whatever was inserted since.
+    async fn list_runs(
+        &self,
+        filter: RunFilter,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<Page<RunSummary>>;
+
+    /// Applies one batch in one transaction (see [`Batch`]).
+    async fn commit(&self, batch: Batch) -> Result<()>;
+
+    /// Claims up to `max` unclaimed claimables with `ready_at <= now`, whose
+    /// executor is in `executors` and whose every tag the labels satisfy,
+    /// highest priority first, then in order of first offer. Returned in
+    /// that order.
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>>;
+
+    /// Sets the lease of every claim the agent holds to `lease_until`, never
+    /// shortening one (a late, reordered heartbeat must not cut a lease).
+    /// Returns how many claims the agent holds.
+    async fn renew(&self, agent: &str, lease_until: i64) -> Result<u64>;
+
+    /// Claims whose lease ended before `now`, by lease end.
+    async fn expired(&self, now: i64) -> Result<Vec<Claimed>>;
+
+    /// Drops the claim on a claimable, offering it again. An unknown key is
+    /// [`StoreError::ClaimableNotFound`].
+    async fn release(&self, key: &TaskKey) -> Result<()>;
+
+    /// Stores a new token; an existing hash is [`StoreError::DuplicateToken`]
+    /// (never silently changes a token's role).
+    async fn put_token(&self, token: TokenRow) -> Result<()>;
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
+}
+
+// Forwarding impls, so `Arc<dyn Store>`, `Arc<SqliteStore>` and `Box<dyn
+// Store>` can be passed wherever an `S: Store` is expected.
+macro_rules! forward_store {
+    ($ptr:ident) => {
+        #[async_trait::async_trait]
+        impl<S: Store + ?Sized> Store for $ptr<S> {
+            async fn put_jobs(&self, defs: Vec<JobDef>, now: i64) -> Result<Vec<JobVersion>> {
+                (**self).put_jobs(defs, now).await
+            }
+            async fn job(
+                &self,
+                name: &str,
+                version: Option<u32>,
+            ) -> Result<Option<(JobVersion, String)>> {
+                (**self).job(name, version).await
+            }
+            async fn jobs(&self) -> Result<Vec<JobVersion>> {
+                (**self).jobs().await
+            }
+            async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
+                (**self).insert_run(run).await
+            }
+            async fn run(&self, id: &str) -> Result<Option<RunRow>> {
+                (**self).run(id).await
+            }
+            async fn unfinished(&self) -> Result<Vec<RunRow>> {
+                (**self).unfinished().await
+            }
+            async fn list_runs(
+                &self,
+                filter: RunFilter,
+                cursor: Option<String>,
+                limit: u32,
+            ) -> Result<Page<RunSummary>> {
+                (**self).list_runs(filter, cursor, limit).await
+            }
+            async fn commit(&self, batch: Batch) -> Result<()> {
+                (**self).commit(batch).await
+            }
+            async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+                (**self).claim(req).await
+            }
+            async fn renew(&self, agent: &str, lease_until: i64) -> Result<u64> {
+                (**self).renew(agent, lease_until).await
+            }
+            async fn expired(&self, now: i64) -> Result<Vec<Claimed>> {
+                (**self).expired(now).await
+            }
+            async fn release(&self, key: &TaskKey) -> Result<()> {
+                (**self).release(key).await
+            }
+            async fn put_token(&self, token: TokenRow) -> Result<()> {
+                (**self).put_token(token).await
+            }
+            async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
+                (**self).token(hash).await
+            }
+        }
+    };
+}
+forward_store!(Arc);
+forward_store!(Box);
+
+/// Whether an agent with `labels` satisfies every tag: `k=v` needs label
+/// `k=v`; a bare `k` needs label `k` or any `k=…`. Shared by all backends so
+/// they agree on matching.
+pub fn tags_match(tags: &[String], labels: &[String]) -> bool {
+    tags.iter().all(|tag| {
+        labels.iter().any(|label| {
+            if label == tag {
+                return true;
+            }
+            // A bare tag (no '=') matches any value of that label.
+            !tag.contains('=')
+                && label
+                    .strip_prefix(tag.as_str())
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    })
+}
+
+// Cursors are opaque to clients; the prefix versions the format so it can
+// change without misreading old cursors.
+const CURSOR_PREFIX: &str = "r1.";
+
+fn encode_cursor(seq: i64) -> String {
+    format!("{CURSOR_PREFIX}{seq}")
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64> {
+    cursor
+        .strip_prefix(CURSOR_PREFIX)
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| StoreError::InvalidCursor {
+            cursor: cursor.to_owned(),
+        })
+}
+
+fn clamp_limit(limit: u32) -> u32 {
+    limit.clamp(1, MAX_PAGE)
+}
+
+fn is_terminal(status: &str) -> bool {
+    TERMINAL_STATUSES.contains(&status)
+}
+
+/// Checks shared by all backends, so they reject the same inputs. Backends
+/// call them at the point of writing (not up front), so a rejected input
+/// late in a batch exercises the rollback of earlier writes.
+fn check_job_def(index: usize, def: &JobDef) -> Result<()> {
+    let reason = if def.name.is_empty() {
+        "the name is empty"
+    } else if def.digest.is_empty() {
+        "the digest is empty"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Invalid {
+        what: format!("job definition #{} ({:?})", index + 1, def.name),
+        reason: reason.into(),
+    })
+}
+
+fn check_new_run(run: &NewRun) -> Result<()> {
+    if run.id.is_empty() {
+        return Err(StoreError::Invalid {
+            what: format!("new run of job {:?}", run.job),
+            reason: "the run id is empty".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_token(token: &TokenRow) -> Result<()> {
+    if token.hash.is_empty() {
+        return Err(StoreError::Invalid {
+            what: format!("token {:?}", token.name),
+            reason: "the hash is empty".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tag_matching() {
+        assert!(tags_match(&[], &[]));
+        assert!(tags_match(&v(&["os=linux"]), &v(&["os=linux", "gpu"])));
+        assert!(!tags_match(&v(&["os=linux"]), &v(&["os=mac"])));
+        assert!(!tags_match(&v(&["os=linux"]), &v(&["os"])));
+        assert!(tags_match(&v(&["gpu"]), &v(&["gpu=true"])));
+        assert!(tags_match(&v(&["gpu"]), &v(&["gpu"])));
+        assert!(!tags_match(&v(&["gpu"]), &v(&["gpus=2"])));
+        assert!(!tags_match(&v(&["gpu", "os=linux"]), &v(&["gpu"])));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).ok(), Some(42));
+        for bad in ["", "42", "r1.", "r1.x", "r1.-3", "r1.0"] {
+            assert!(matches!(
+                decode_cursor(bad),
+                Err(StoreError::InvalidCursor { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,967 @@
+//! One behavioural suite, run against every backend: the memory store, the
+//! SQLite store (on a temporary file), and the memory store behind
+//! `Arc<dyn Store>` (object safety and forwarding). Backend-specific checks
+//! (durability across reopen, two processes' worth of pools on one file)
+//! follow at the end.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ganger_store::{
+    Batch, ClaimRequest, Claimable, Claimed, Inserted, JobDef, MemoryStore, NewRun, RunFilter,
+    RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
+};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------- fixtures
+
+async fn make_memory() -> (MemoryStore, ()) {
+    (MemoryStore::new(), ())
+}
+
+async fn make_sqlite() -> (SqliteStore, TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = SqliteStore::open(dir.path().join("ganger.db"))
+        .await
+        .expect("open the SQLite store");
+    (store, dir)
+}
+
+async fn make_dyn_memory() -> (Arc<dyn Store>, ()) {
+    (Arc::new(MemoryStore::new()), ())
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:path) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $make;
+                put_jobs_versioning,
+                put_jobs_is_atomic,
+                insert_run_is_idempotent,
+                concurrent_inserts_with_one_key_create_one_run,
+                runs_round_trip_and_unfinished,
+                list_pages_with_cursors_across_inserts,
+                list_filters,
+                commit_applies_everything_or_nothing,
+                claim_order_is_priority_then_fifo,
+                claim_matches_tags_executors_and_time,
+                concurrent_claimers_never_share_a_task,
+                leases_renew_expire_release,
+                reoffer_keeps_or_drops_the_claim_by_attempt,
+                tokens,
+            );
+        }
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (store, _guard) = $make().await;
+                super::cases::$case(Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+suite!(memory, make_memory);
+suite!(sqlite, make_sqlite);
+suite!(dyn_memory, make_dyn_memory);
+
+// ----------------------------------------------------------------- helpers
+
+fn def(name: &str, digest: &str) -> JobDef {
+    JobDef {
+        name: name.into(),
+        source: format!("source of {name} at {digest}"),
+        digest: digest.into(),
+    }
+}
+
+fn new_run(id: &str, job: &str) -> NewRun {
+    NewRun {
+        id: id.into(),
+        job: job.into(),
+        version: 1,
+        priority: 0,
+        concurrency_key: None,
+        idempotency_key: None,
+        scheduled_at: None,
+        created_at: 1_000,
+        params_json: r#"{"p":1}"#.into(),
+        state_json: r#"{"s":0}"#.into(),
+    }
+}
+
+fn key(run: &str, task: u32) -> TaskKey {
+    TaskKey {
+        run_id: run.into(),
+        task,
+        phase: "main".into(),
+    }
+}
+
+fn offer(run: &str, task: u32, priority: i32) -> Claimable {
+    Claimable {
+        key: key(run, task),
+        attempt: 1,
+        priority,
+        tags: Vec::new(),
+        executor: "process".into(),
+        spec_json: format!(r#"{{"task":{task}}}"#),
+        ready_at: 0,
+    }
+}
+
+fn update(id: &str, status: &str) -> RunUpdate {
+    RunUpdate {
+        id: id.into(),
+        status: status.into(),
+        started_at: Some(2_000),
+        finished_at: None,
+        reason: None,
+        state_json: format!(r#"{{"s":"{status}"}}"#),
+    }
+}
+
+fn request(agent: &str, max: u32) -> ClaimRequest {
+    ClaimRequest {
+        agent: agent.into(),
+        labels: Vec::new(),
+        executors: vec!["process".into()],
+        max,
+        now: 10,
+        lease_until: 100,
+    }
+}
+
+fn tasks(claimed: &[Claimed]) -> Vec<u32> {
+    claimed.iter().map(|c| c.claimable.key.task).collect()
+}
+
+async fn created(store: &impl Store, run: NewRun) -> i64 {
+    match store.insert_run(run).await.expect("insert run") {
+        Inserted::Created { seq } => seq,
+        other => panic!("expected a new run, got {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------- cases
+
+mod cases {
+    use super::*;
+
+    pub async fn put_jobs_versioning<S: Store>(s: Arc<S>) {
+        let v = s
+            .put_jobs(vec![def("b", "d1"), def("a", "d1")], 10)
+            .await
+            .expect("first upload");
+        assert_eq!(
+            v.iter()
+                .map(|j| (j.name.as_str(), j.version, j.created))
+                .collect::<Vec<_>>(),
+            [("b", 1, true), ("a", 1, true)]
+        );
+
+        let v = s
+            .put_jobs(vec![def("a", "d1"), def("b", "d2")], 20)
+            .await
+            .expect("second upload");
+        assert_eq!(
+            (v[0].version, v[0].created, v[0].created_at),
+            (1, false, 10)
+        );
+        assert_eq!((v[1].version, v[1].created, v[1].created_at), (2, true, 20));
+
+        // The same name twice in one upload: each change is a version.
+        let v = s
+            .put_jobs(vec![def("c", "x"), def("c", "y"), def("c", "y")], 30)
+            .await
+            .expect("third upload");
+        assert_eq!(
+            v.iter().map(|j| (j.version, j.created)).collect::<Vec<_>>(),
+            [(1, true), (2, true), (2, false)]
+        );
+
+        let (latest, source) = s.job("b", None).await.expect("get b").expect("b exists");
+        assert_eq!((latest.version, latest.digest.as_str()), (2, "d2"));
+        assert_eq!(source, "source of b at d2");
+        assert!(!latest.created, "reads never say created");
+        let (first, source) = s.job("b", Some(1)).await.expect("get b v1").expect("b v1");
+        assert_eq!((first.version, source.as_str()), (1, "source of b at d1"));
+        assert!(s.job("b", Some(3)).await.expect("get b v3").is_none());
+        assert!(s.job("b", Some(0)).await.expect("get b v0").is_none());
+        assert!(s.job("nope", None).await.expect("get nope").is_none());
+
+        let all = s.jobs().await.expect("list jobs");
+        assert_eq!(
+            all.iter()
+                .map(|j| (j.name.as_str(), j.version))
+                .collect::<Vec<_>>(),
+            [("a", 1), ("b", 2), ("c", 2)]
+        );
+    }
+
+    /// The store rejects a definition with an empty name (or digest); the
+    /// failing definition comes after valid ones, which must not be stored.
+    pub async fn put_jobs_is_atomic<S: Store>(s: Arc<S>) {
+        s.put_jobs(vec![def("x", "d1")], 10).await.expect("seed");
+        let err = s
+            .put_jobs(vec![def("x", "d2"), def("y", "d1"), def("", "d3")], 20)
+            .await
+            .expect_err("an empty name must be refused");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("job definition #3"), "{err}");
+        let err = s
+            .put_jobs(vec![def("y", "d1"), def("z", "")], 20)
+            .await
+            .expect_err("an empty digest must be refused");
+        assert!(err.to_string().contains("digest"), "{err}");
+
+        let (x, _) = s.job("x", None).await.expect("get x").expect("x exists");
+        assert_eq!((x.version, x.digest.as_str()), (1, "d1"));
+        assert!(s.job("y", None).await.expect("get y").is_none());
+        assert_eq!(s.jobs().await.expect("list").len(), 1);
+    }
+
+    pub async fn insert_run_is_idempotent<S: Store>(s: Arc<S>) {
+        let keyed = |id: &str, k: &str| NewRun {
+            idempotency_key: Some(k.into()),
+            ..new_run(id, "build")
+        };
+        let seq1 = created(&*s, keyed("r1", "k1")).await;
+        assert_eq!(
+            s.insert_run(keyed("r2", "k1")).await.expect("repeat"),
+            Inserted::Existing { id: "r1".into() }
+        );
+        assert!(
+            s.run("r2").await.expect("get r2").is_none(),
+            "nothing written"
+        );
+        let seq3 = created(&*s, keyed("r3", "k2")).await;
+        let seq4 = created(&*s, new_run("r4", "build")).await;
+        let seq5 = created(&*s, new_run("r5", "build")).await;
+        assert!(seq1 < seq3 && seq3 < seq4 && seq4 < seq5);
+
+        let err = s
+            .insert_run(new_run("r4", "build"))
+            .await
+            .expect_err("a duplicate id must be refused");
+        assert!(
+            matches!(err, StoreError::DuplicateRun { ref id } if id == "r4"),
+            "{err:?}"
+        );
+        let err = s
+            .insert_run(new_run("", "build"))
+            .await
+            .expect_err("an empty id must be refused");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 4);
+    }
+
+    pub async fn concurrent_inserts_with_one_key_create_one_run<S: Store + 'static>(s: Arc<S>) {
+        const N: usize = 16;
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        let mut handles = Vec::new();
+        for i in 0..N {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let run = NewRun {
+                    idempotency_key: Some("same".into()),
+                    ..new_run(&format!("run-{i}"), "build")
+                };
+                (format!("run-{i}"), s.insert_run(run).await.expect("insert"))
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut existing = Vec::new();
+        for h in handles {
+            match h.await.expect("join inserter") {
+                (id, Inserted::Created { .. }) => winners.push(id),
+                (_, Inserted::Existing { id }) => existing.push(id),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one insert creates the run");
+        assert!(existing.iter().all(|id| *id == winners[0]));
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
+    }
+
+    pub async fn runs_round_trip_and_unfinished<S: Store>(s: Arc<S>) {
+        let full = NewRun {
+            priority: -3,
+            concurrency_key: Some("main".into()),
+            idempotency_key: Some("k".into()),
+            scheduled_at: Some(5_000),
+            version: 7,
+            ..new_run("a", "deploy")
+        };
+        let seq = created(&*s, full.clone()).await;
+        for id in ["b", "c", "d"] {
+            created(&*s, new_run(id, "build")).await;
+        }
+        let row = s.run("a").await.expect("get a").expect("a exists");
+        assert_eq!(row.seq, seq);
+        assert_eq!(
+            (
+                row.job.as_str(),
+                row.version,
+                row.status.as_str(),
+                row.priority
+            ),
+            ("deploy", 7, "queued", -3)
+        );
+        assert_eq!(row.concurrency_key.as_deref(), Some("main"));
+        assert_eq!(row.idempotency_key.as_deref(), Some("k"));
+        assert_eq!((row.scheduled_at, row.created_at), (Some(5_000), 1_000));
+        assert_eq!(
+            (row.started_at, row.finished_at, row.reason),
+            (None, None, None)
+        );
+        assert_eq!(
+            (row.params_json.as_str(), row.state_json.as_str()),
+            (r#"{"p":1}"#, r#"{"s":0}"#)
+        );
+        assert!(s.run("zz").await.expect("get zz").is_none());
+
+        let finished = |id: &str, status: &str| RunUpdate {
+            finished_at: Some(3_000),
+            reason: Some("why".into()),
+            ..update(id, status)
+        };
+        s.commit(Batch {
+            runs: vec![
+                finished("a", "succeeded"),
+                finished("b", "failed"),
+                finished("c", "cancelled"),
+                update("d", "running"),
+            ],
+            ..Batch::default()
+        })
+        .await
+        .expect("commit");
+        let c = s.run("c").await.expect("get c").expect("c exists");
+        assert_eq!(
+            (
+                c.status.as_str(),
+                c.started_at,
+                c.finished_at,
+                c.reason.as_deref()
+            ),
+            ("cancelled", Some(2_000), Some(3_000), Some("why"))
+        );
+        assert_eq!(c.state_json, r#"{"s":"cancelled"}"#);
+        created(&*s, new_run("e", "build")).await;
+        let open: Vec<_> = s
+            .unfinished()
+            .await
+            .expect("unfinished")
+            .into_iter()
+            .map(|r| (r.id, r.status))
+            .collect();
+        assert_eq!(
+            open,
+            [
+                ("d".to_string(), "running".to_string()),
+                ("e".into(), "queued".into())
+            ]
+        );
+    }
+
+    pub async fn list_pages_with_cursors_across_inserts<S: Store>(s: Arc<S>) {
+        for i in 0..25 {
+            created(&*s, new_run(&format!("r{i:02}"), "build")).await;
+        }
+        let first = s
+            .list_runs(RunFilter::default(), None, 10)
+            .await
+            .expect("page 1");
+        assert_eq!(first.items.len(), 10);
+        assert_eq!(first.items[0].id, "r24", "newest first");
+        let mut seen: Vec<String> = first.items.iter().map(|r| r.id.clone()).collect();
+        let mut cursor = first.next_cursor.clone();
+
+        // New runs arrive between pages: they must neither shift nor repeat
+        // the pages still to come.
+        for i in 25..30 {
+            created(&*s, new_run(&format!("r{i:02}"), "build")).await;
+        }
+        let mut pages = 1;
+        while let Some(c) = cursor {
+            let page = s
+                .list_runs(RunFilter::default(), Some(c), 10)
+                .await
+                .expect("next page");
+            seen.extend(page.items.iter().map(|r| r.id.clone()));
+            cursor = page.next_cursor;
+            pages += 1;
+        }
+        assert_eq!(pages, 3);
+        let expected: Vec<String> = (0..25).rev().map(|i| format!("r{i:02}")).collect();
+        assert_eq!(seen, expected, "every older run once, in order");
+
+        // An exact multiple of the page size ends without an empty page.
+        let page = s
+            .list_runs(RunFilter::default(), None, 30)
+            .await
+            .expect("all");
+        assert_eq!((page.items.len(), page.next_cursor), (30, None));
+        // Limits are clamped: 0 still lists one.
+        let page = s.list_runs(RunFilter::default(), None, 0).await.expect("0");
+        assert_eq!(page.items.len(), 1);
+        assert!(page.next_cursor.is_some());
+
+        let err = s
+            .list_runs(RunFilter::default(), Some("garbage".into()), 10)
+            .await
+            .expect_err("a bad cursor must be refused");
+        assert!(matches!(err, StoreError::InvalidCursor { .. }), "{err:?}");
+    }
+
+    pub async fn list_filters<S: Store>(s: Arc<S>) {
+        for i in 0..12 {
+            let job = if i % 3 == 0 { "deploy" } else { "build" };
+            created(&*s, new_run(&format!("r{i:02}"), job)).await;
+        }
+        s.commit(Batch {
+            runs: vec![
+                update("r00", "running"),
+                update("r03", "running"),
+                update("r04", "running"),
+            ],
+            ..Batch::default()
+        })
+        .await
+        .expect("commit");
+        let ids = |items: &[ganger_store::RunSummary]| -> Vec<String> {
+            items.iter().map(|r| r.id.clone()).collect()
+        };
+        let deploys = s
+            .list_runs(
+                RunFilter {
+                    job: Some("deploy".into()),
+                    status: None,
+                },
+                None,
+                3,
+            )
+            .await
+            .expect("deploys");
+        assert_eq!(ids(&deploys.items), ["r09", "r06", "r03"]);
+        let rest = s
+            .list_runs(
+                RunFilter {
+                    job: Some("deploy".into()),
+                    status: None,
+                },
+                deploys.next_cursor,
+                3,
+            )
+            .await
+            .expect("deploys 2");
+        assert_eq!(
+            (ids(&rest.items), rest.next_cursor),
+            (vec!["r00".to_string()], None)
+        );
+
+        let running = s
+            .list_runs(
+                RunFilter {
+                    job: None,
+                    status: Some("running".into()),
+                },
+                None,
+                10,
+            )
+            .await
+            .expect("running");
+        assert_eq!(ids(&running.items), ["r04", "r03", "r00"]);
+        let both = s
+            .list_runs(
+                RunFilter {
+                    job: Some("deploy".into()),
+                    status: Some("running".into()),
+                },
+                None,
+                10,
+            )
+            .await
+            .expect("both");
+        assert_eq!(ids(&both.items), ["r03", "r00"]);
+    }
+
+    pub async fn commit_applies_everything_or_nothing<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        s.commit(Batch {
+            ready: vec![offer("r", 0, 0)],
+            ..Batch::default()
+        })
+        .await
+        .expect("seed");
+
+        // A batch with one bad part changes nothing: not the run, not the
+        // claimables (neither the new one nor the removal).
+        let bad_update = Batch {
+            runs: vec![update("r", "running"), update("ghost", "running")],
+            ready: vec![offer("r", 1, 0)],
+            done: vec![key("r", 0)],
+        };
+        let err = s.commit(bad_update).await.expect_err("unknown run");
+        assert!(
+            matches!(err, StoreError::RunNotFound { ref id, .. } if id == "ghost"),
+            "{err:?}"
+        );
+        let bad_offer = Batch {
+            runs: vec![update("r", "running")],
+            ready: vec![offer("r", 1, 0), offer("ghost", 0, 0)],
+            done: vec![key("r", 0)],
+        };
+        let err = s.commit(bad_offer).await.expect_err("task of unknown run");
+        assert!(
+            matches!(err, StoreError::RunNotFound { ref id, .. } if id == "ghost"),
+            "{err:?}"
+        );
+        assert_eq!(s.run("r").await.expect("get").expect("r").status, "queued");
+        assert_eq!(tasks(&s.claim(request("a", 10)).await.expect("claim")), [0]);
+        s.release(&key("r", 0)).await.expect("release");
+
+        // The good batch applies all three parts, `done` after `ready`.
+        s.commit(Batch {
+            runs: vec![update("r", "running")],
+            ready: vec![offer("r", 1, 0), offer("r", 2, 0), offer("r", 3, 0)],
+            done: vec![key("r", 0), key("r", 3), key("r", 99)],
+        })
+        .await
+        .expect("commit");
+        assert_eq!(s.run("r").await.expect("get").expect("r").status, "running");
+        assert_eq!(
+            tasks(&s.claim(request("a", 10)).await.expect("claim")),
+            [1, 2]
+        );
+        s.commit(Batch::default()).await.expect("empty batch");
+    }
+
+    pub async fn claim_order_is_priority_then_fifo<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        let prios = [0, 5, 0, 5, 1, -2, 1];
+        s.commit(Batch {
+            ready: prios
+                .iter()
+                .enumerate()
+                .map(|(i, p)| offer("r", i as u32, *p))
+                .collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let first = s.claim(request("a", 3)).await.expect("claim 3");
+        assert_eq!(
+            tasks(&first),
+            [1, 3, 4],
+            "max respected, priority then FIFO"
+        );
+        assert!(first.iter().all(|c| c.agent == "a" && c.lease_until == 100));
+        assert_eq!(
+            first[0].claimable,
+            offer("r", 1, 5),
+            "the claimable comes back whole"
+        );
+        let rest = s.claim(request("b", 100)).await.expect("claim rest");
+        assert_eq!(tasks(&rest), [6, 0, 2, 5]);
+        assert!(s.claim(request("c", 100)).await.expect("empty").is_empty());
+        assert!(s.claim(request("c", 0)).await.expect("max 0").is_empty());
+    }
+
+    pub async fn claim_matches_tags_executors_and_time<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        let tagged = |task: u32, tags: &[&str], executor: &str, ready_at: i64| Claimable {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            executor: executor.into(),
+            ready_at,
+            ..offer("r", task, 0)
+        };
+        s.commit(Batch {
+            ready: vec![
+                tagged(0, &["os=linux"], "process", 0),
+                tagged(1, &["gpu"], "process", 0),
+                tagged(2, &["os=linux", "gpu"], "process", 0),
+                tagged(3, &[], "docker", 0),
+                tagged(4, &[], "process", 11), // not before now = 10
+                tagged(5, &["os=mac"], "process", 0),
+                tagged(6, &[], "process", 10), // ready exactly now
+            ],
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let with = |labels: &[&str], executors: &[&str]| ClaimRequest {
+            labels: labels.iter().map(|t| t.to_string()).collect(),
+            executors: executors.iter().map(|t| t.to_string()).collect(),
+            ..request("a", 100)
+        };
+        // A bare label does not satisfy `k=v`; no executors, no work.
+        assert!(
+            s.claim(with(&["os"], &[]))
+                .await
+                .expect("no executors")
+                .is_empty()
+        );
+        assert_eq!(
+            tasks(&s.claim(with(&["os"], &["process"])).await.expect("bare")),
+            [6]
+        );
+        // `gpu=2` satisfies the bare tag `gpu`.
+        assert_eq!(
+            tasks(&s.claim(with(&["gpu=2"], &["process"])).await.expect("gpu")),
+            [1]
+        );
+        assert_eq!(
+            tasks(
+                &s.claim(with(&["os=linux", "gpu"], &["process", "docker"]))
+                    .await
+                    .expect("all")
+            ),
+            [0, 2, 3]
+        );
+        // Task 4 becomes claimable when its time comes.
+        assert!(
+            s.claim(with(&[], &["process"]))
+                .await
+                .expect("early")
+                .is_empty()
+        );
+        let later = ClaimRequest {
+            now: 11,
+            ..with(&[], &["process"])
+        };
+        assert_eq!(tasks(&s.claim(later).await.expect("on time")), [4]);
+        assert_eq!(
+            tasks(&s.claim(with(&["os=mac"], &["process"])).await.expect("mac")),
+            [5]
+        );
+    }
+
+    /// 8 agents race for 500 claimables: every claimable is claimed exactly
+    /// once, by the agent that was told it got it.
+    pub async fn concurrent_claimers_never_share_a_task<S: Store + 'static>(s: Arc<S>) {
+        const TASKS: u32 = 500;
+        const AGENTS: usize = 8;
+        created(&*s, new_run("r", "build")).await;
+        s.commit(Batch {
+            ready: (0..TASKS).map(|t| offer("r", t, (t % 3) as i32)).collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let barrier = Arc::new(tokio::sync::Barrier::new(AGENTS));
+        let mut handles = Vec::new();
+        for a in 0..AGENTS {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            handles.push(tokio::spawn(async move {
+                let agent = format!("agent-{a}");
+                barrier.wait().await;
+                let mut got = Vec::new();
+                loop {
+                    let batch = s.claim(request(&agent, 7)).await.expect("claim");
+                    if batch.is_empty() {
+                        break;
+                    }
+                    assert!(batch.len() <= 7);
+                    assert!(batch.iter().all(|c| c.agent == agent));
+                    got.extend(batch.into_iter().map(|c| c.claimable.key.task));
+                }
+                (agent, got)
+            }));
+        }
+        let mut owner = std::collections::HashMap::new();
+        let mut total = 0;
+        for h in handles {
+            let (agent, got) = h.await.expect("join claimer");
+            total += got.len();
+            for task in got {
+                if let Some(other) = owner.insert(task, agent.clone()) {
+                    panic!("task {task} claimed by both {other} and {agent}");
+                }
+            }
+        }
+        assert_eq!(total, TASKS as usize, "claims counted");
+        assert_eq!(owner.len(), TASKS as usize, "distinct tasks claimed");
+        // The store agrees on who holds what.
+        let held = s.expired(i64::MAX).await.expect("all leases");
+        assert_eq!(held.len(), TASKS as usize);
+        for c in held {
+            assert_eq!(owner.get(&c.claimable.key.task), Some(&c.agent));
+        }
+    }
+
+    pub async fn leases_renew_expire_release<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        s.commit(Batch {
+            ready: (0..4).map(|t| offer("r", t, 0)).collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let lease = |agent: &str, max: u32, until: i64| ClaimRequest {
+            lease_until: until,
+            ..request(agent, max)
+        };
+        assert_eq!(s.claim(lease("a", 2, 100)).await.expect("a").len(), 2);
+        assert_eq!(s.claim(lease("b", 1, 120)).await.expect("b").len(), 1);
+
+        assert_eq!(s.renew("a", 200).await.expect("renew a"), 2);
+        assert_eq!(s.renew("a", 150).await.expect("renew a back"), 2);
+        assert_eq!(s.renew("nobody", 500).await.expect("renew nobody"), 0);
+        assert!(
+            s.expired(120).await.expect("none yet").is_empty(),
+            "b's lease ends at 120, not before"
+        );
+        let late = s.expired(121).await.expect("b expired");
+        assert_eq!(
+            (tasks(&late), late[0].agent.as_str(), late[0].lease_until),
+            (vec![2], "b", 120)
+        );
+        let all = s.expired(201).await.expect("all expired");
+        assert_eq!(tasks(&all), [2, 0, 1], "by lease end");
+        assert!(
+            all[1..]
+                .iter()
+                .all(|c| c.agent == "a" && c.lease_until == 200),
+            "never shortened"
+        );
+
+        // Released: offered again, in its original place, to anyone.
+        s.release(&key("r", 2)).await.expect("release");
+        assert_eq!(tasks(&s.expired(i64::MAX).await.expect("left")), [0, 1]);
+        assert_eq!(
+            tasks(&s.claim(lease("c", 10, 300)).await.expect("c")),
+            [2, 3]
+        );
+        assert_eq!(s.renew("b", 999).await.expect("b holds nothing"), 0);
+
+        let err = s.release(&key("r", 42)).await.expect_err("unknown key");
+        assert!(
+            matches!(err, StoreError::ClaimableNotFound { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("r/42/main"), "{err}");
+        // Releasing an unclaimed claimable is harmless.
+        s.release(&key("r", 2)).await.expect("release");
+        s.release(&key("r", 2)).await.expect("release again");
+        // Finished tasks leave the lease table.
+        s.commit(Batch {
+            done: vec![key("r", 0), key("r", 1), key("r", 2), key("r", 3)],
+            ..Batch::default()
+        })
+        .await
+        .expect("done");
+        assert!(s.expired(i64::MAX).await.expect("none").is_empty());
+        assert!(s.claim(request("d", 10)).await.expect("none").is_empty());
+    }
+
+    pub async fn reoffer_keeps_or_drops_the_claim_by_attempt<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        s.commit(Batch {
+            ready: vec![offer("r", 0, 0), offer("r", 1, 0), offer("r", 2, 0)],
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        assert_eq!(s.claim(request("a", 1)).await.expect("claim").len(), 1);
+        // Same attempt, new priority: still a's.
+        s.commit(Batch {
+            ready: vec![offer("r", 0, 9)],
+            ..Batch::default()
+        })
+        .await
+        .expect("update");
+        let held = s.expired(i64::MAX).await.expect("held");
+        assert_eq!((tasks(&held), held[0].claimable.priority), (vec![0], 9));
+        // New attempt (the old one was lost): offered again, fenced.
+        s.commit(Batch {
+            ready: vec![Claimable {
+                attempt: 2,
+                ..offer("r", 0, 0)
+            }],
+            ..Batch::default()
+        })
+        .await
+        .expect("re-offer");
+        assert!(s.expired(i64::MAX).await.expect("none").is_empty());
+        // It kept its FIFO place ahead of tasks 1 and 2.
+        let again = s.claim(request("b", 1)).await.expect("claim");
+        assert_eq!((tasks(&again), again[0].claimable.attempt), (vec![0], 2));
+    }
+
+    pub async fn tokens<S: Store>(s: Arc<S>) {
+        let t = TokenRow {
+            hash: "h1".into(),
+            role: "admin".into(),
+            name: "first".into(),
+            created_at: 5,
+        };
+        s.put_token(t.clone()).await.expect("put");
+        assert_eq!(s.token("h1").await.expect("get"), Some(t.clone()));
+        assert_eq!(s.token("h2").await.expect("get"), None);
+        let err = s
+            .put_token(TokenRow {
+                role: "viewer".into(),
+                ..t.clone()
+            })
+            .await
+            .expect_err("duplicate");
+        assert!(matches!(err, StoreError::DuplicateToken { .. }), "{err:?}");
+        assert_eq!(
+            s.token("h1").await.expect("get").map(|t| t.role),
+            Some("admin".into())
+        );
+        let err = s
+            .put_token(TokenRow {
+                hash: String::new(),
+                ..t
+            })
+            .await
+            .expect_err("empty hash");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    }
+}
+
+// ---------------------------------------------------------- SQLite only
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data/ganger.db");
+    {
+        let s = SqliteStore::open(&path).await.expect("open");
+        s.put_jobs(vec![def("build", "d1")], 1).await.expect("jobs");
+        created(
+            &s,
+            NewRun {
+                idempotency_key: Some("k".into()),
+                ..new_run("r1", "build")
+            },
+        )
+        .await;
+        s.commit(Batch {
+            runs: vec![update("r1", "running")],
+            ready: vec![offer("r1", 0, 3), offer("r1", 1, 0)],
+            done: Vec::new(),
+        })
+        .await
+        .expect("commit");
+        assert_eq!(s.claim(request("a", 1)).await.expect("claim").len(), 1);
+        s.put_token(TokenRow {
+            hash: "h".into(),
+            role: "admin".into(),
+            name: "t".into(),
+            created_at: 1,
+        })
+        .await
+        .expect("token");
+        s.close().await;
+    }
+    let s = SqliteStore::open(&path).await.expect("reopen");
+    assert_eq!(
+        s.job("build", None)
+            .await
+            .expect("job")
+            .expect("build")
+            .0
+            .version,
+        1
+    );
+    let run = s.run("r1").await.expect("run").expect("r1");
+    assert_eq!(
+        (run.status.as_str(), run.state_json.as_str()),
+        ("running", r#"{"s":"running"}"#)
+    );
+    assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
+    assert_eq!(
+        s.insert_run(NewRun {
+            idempotency_key: Some("k".into()),
+            ..new_run("r2", "build")
+        })
+        .await
+        .expect("insert"),
+        Inserted::Existing { id: "r1".into() },
+        "idempotency survives a restart"
+    );
+    let held = s.expired(i64::MAX).await.expect("leases");
+    assert_eq!((tasks(&held), held[0].agent.as_str()), (vec![0], "a"));
+    assert_eq!(tasks(&s.claim(request("b", 10)).await.expect("claim")), [1]);
+    assert!(s.token("h").await.expect("token").is_some());
+    // New runs continue the sequence.
+    let seq = created(&s, new_run("r3", "build")).await;
+    assert!(seq > run.seq);
+    s.close().await;
+}
+
+/// Two stores on one file (two pools, as two processes would have) contend
+/// on SQLite's own lock: `BEGIN IMMEDIATE` must keep claims exclusive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_stores_on_one_file_never_share_a_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ganger.db");
+    let one = Arc::new(SqliteStore::open(&path).await.expect("open one"));
+    let two = Arc::new(SqliteStore::open(&path).await.expect("open two"));
+    created(&*one, new_run("r", "build")).await;
+    one.commit(Batch {
+        ready: (0..200).map(|t| offer("r", t, 0)).collect(),
+        ..Batch::default()
+    })
+    .await
+    .expect("offer");
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let mut handles = Vec::new();
+    for a in 0..4 {
+        let s = if a % 2 == 0 { one.clone() } else { two.clone() };
+        let barrier = barrier.clone();
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut got = Vec::new();
+            loop {
+                let batch = s
+                    .claim(request(&format!("agent-{a}"), 5))
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch.into_iter().map(|c| c.claimable.key.task));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for h in handles {
+        let got = h.await.expect("join");
+        total += got.len();
+        seen.extend(got);
+    }
+    assert_eq!((total, seen.len()), (200, 200));
+    one.close().await;
+    two.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_open_errors_name_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    let err = SqliteStore::open(file.join("ganger.db"))
+        .await
+        .expect_err("a file cannot be a directory");
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    assert!(err.to_string().contains("plain-file"), "{err}");
+
+    // Not a database: opening (or migrating) fails and says which file.
+    let err = SqliteStore::open(&file).await.expect_err("not a database");
+    assert!(
+        matches!(err, StoreError::Open { .. } | StoreError::Migrate { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("plain-file"), "{err}");
+}
