@@ -244,6 +244,17 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
             i += 1;
             continue;
         }
+        // `$(` opens a command substitution, unquoted or inside "…".
+        if c == '$' && next == Some('(') && matches!(p.mode(), Mode::Plain { .. } | Mode::Double) {
+            p.out.push_str("$(");
+            p.stack.push(Mode::Plain {
+                parens: 0,
+                backtick: false,
+            });
+            p.word_start = true;
+            i += 2;
+            continue;
+        }
         match (p.mode().clone(), c) {
             (Mode::Comment, '\n') => {
                 p.stack.pop();
@@ -264,16 +275,6 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
                 p.stack.pop();
             }
             (Mode::AnsiC, _) => {}
-            (Mode::Double, '$') if next == Some('(') => {
-                p.out.push_str("$(");
-                p.stack.push(Mode::Plain {
-                    parens: 0,
-                    backtick: false,
-                });
-                p.word_start = true;
-                i += 2;
-                continue;
-            }
             (Mode::Double, '`') => p.stack.push(Mode::Plain {
                 parens: 0,
                 backtick: true,
@@ -296,16 +297,6 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
                     '$' if next == Some('\'') => {
                         p.out.push_str("$'");
                         p.stack.push(Mode::AnsiC);
-                        i += 2;
-                        continue;
-                    }
-                    '$' if next == Some('(') => {
-                        p.out.push_str("$(");
-                        p.stack.push(Mode::Plain {
-                            parens: 0,
-                            backtick: false,
-                        });
-                        p.word_start = true;
                         i += 2;
                         continue;
                     }

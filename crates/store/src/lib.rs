@@ -108,33 +108,14 @@ pub enum Inserted {
     Existing { id: String },
 }
 
-/// A stored run. `status` starts as `"queued"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunRow {
-    pub id: String,
-    pub seq: i64,
-    pub job: String,
-    pub version: u32,
-    pub status: String,
-    pub priority: i32,
-    pub concurrency_key: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub scheduled_at: Option<i64>,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub reason: Option<String>,
-    pub params_json: String,
-    pub state_json: String,
-}
-
-/// A run in a list: [`RunRow`] without its parameters and state.
+/// A run as listed: everything but its parameters and state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSummary {
     pub id: String,
     pub seq: i64,
     pub job: String,
     pub version: u32,
+    /// Starts as `"queued"`.
     pub status: String,
     pub priority: i32,
     pub concurrency_key: Option<String>,
@@ -146,24 +127,12 @@ pub struct RunSummary {
     pub reason: Option<String>,
 }
 
-impl From<RunRow> for RunSummary {
-    fn from(r: RunRow) -> Self {
-        RunSummary {
-            id: r.id,
-            seq: r.seq,
-            job: r.job,
-            version: r.version,
-            status: r.status,
-            priority: r.priority,
-            concurrency_key: r.concurrency_key,
-            idempotency_key: r.idempotency_key,
-            scheduled_at: r.scheduled_at,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            reason: r.reason,
-        }
-    }
+/// A stored run: its summary, parameters and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRow {
+    pub summary: RunSummary,
+    pub params_json: String,
+    pub state_json: String,
 }
 
 /// Filters of [`Store::list_runs`]; `None` matches everything.

@@ -222,19 +222,21 @@ impl Store for MemoryStore {
         inner.runs.insert(
             seq,
             RunRow {
-                id: run.id,
-                seq,
-                job: run.job,
-                version: run.version,
-                status: "queued".into(),
-                priority: run.priority,
-                concurrency_key: run.concurrency_key,
-                idempotency_key: run.idempotency_key,
-                scheduled_at: run.scheduled_at,
-                created_at: run.created_at,
-                started_at: None,
-                finished_at: None,
-                reason: None,
+                summary: RunSummary {
+                    id: run.id,
+                    seq,
+                    job: run.job,
+                    version: run.version,
+                    status: "queued".into(),
+                    priority: run.priority,
+                    concurrency_key: run.concurrency_key,
+                    idempotency_key: run.idempotency_key,
+                    scheduled_at: run.scheduled_at,
+                    created_at: run.created_at,
+                    started_at: None,
+                    finished_at: None,
+                    reason: None,
+                },
                 params_json: run.params_json,
                 state_json: run.state_json,
             },
@@ -256,7 +258,7 @@ impl Store for MemoryStore {
         Ok(inner
             .runs
             .values()
-            .filter(|r| !is_terminal(&r.status))
+            .filter(|r| !is_terminal(&r.summary.status))
             .cloned()
             .collect())
     }
@@ -275,12 +277,17 @@ impl Store for MemoryStore {
             .range(..before.unwrap_or(i64::MAX))
             .rev()
             .map(|(_, r)| r)
-            .filter(|r| filter.job.as_ref().is_none_or(|j| *j == r.job))
-            .filter(|r| filter.status.as_ref().is_none_or(|s| *s == r.status));
+            .filter(|r| filter.job.as_ref().is_none_or(|j| *j == r.summary.job))
+            .filter(|r| {
+                filter
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| *s == r.summary.status)
+            });
         let items: Vec<RunSummary> = matching
             .by_ref()
             .take(limit)
-            .map(|r| RunSummary::from(r.clone()))
+            .map(|r| r.summary.clone())
             .collect();
         let more = matching.next().is_some();
         let next_cursor = match items.last() {
@@ -314,10 +321,10 @@ impl Store for MemoryStore {
                 continue; // checked above
             };
             if let Some(row) = inner.runs.get_mut(&seq) {
-                row.status = u.status;
-                row.started_at = u.started_at;
-                row.finished_at = u.finished_at;
-                row.reason = u.reason;
+                row.summary.status = u.status;
+                row.summary.started_at = u.started_at;
+                row.summary.finished_at = u.finished_at;
+                row.summary.reason = u.reason;
                 row.state_json = u.state_json;
             }
         }

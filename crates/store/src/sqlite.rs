@@ -252,21 +252,8 @@ struct FullRunRecord {
 
 impl FullRunRecord {
     fn into_row(self, op: &str) -> Result<RunRow> {
-        let s = self.summary.into_summary(op)?;
         Ok(RunRow {
-            id: s.id,
-            seq: s.seq,
-            job: s.job,
-            version: s.version,
-            status: s.status,
-            priority: s.priority,
-            concurrency_key: s.concurrency_key,
-            idempotency_key: s.idempotency_key,
-            scheduled_at: s.scheduled_at,
-            created_at: s.created_at,
-            started_at: s.started_at,
-            finished_at: s.finished_at,
-            reason: s.reason,
+            summary: self.summary.into_summary(op)?,
             params_json: self.params_json,
             state_json: self.state_json,
         })

@@ -302,21 +302,28 @@ mod cases {
             created(&*s, new_run(id, "build")).await;
         }
         let row = s.run("a").await.expect("get a").expect("a exists");
-        assert_eq!(row.seq, seq);
+        assert_eq!(row.summary.seq, seq);
         assert_eq!(
             (
-                row.job.as_str(),
-                row.version,
-                row.status.as_str(),
-                row.priority
+                row.summary.job.as_str(),
+                row.summary.version,
+                row.summary.status.as_str(),
+                row.summary.priority
             ),
             ("deploy", 7, "queued", -3)
         );
-        assert_eq!(row.concurrency_key.as_deref(), Some("main"));
-        assert_eq!(row.idempotency_key.as_deref(), Some("k"));
-        assert_eq!((row.scheduled_at, row.created_at), (Some(5_000), 1_000));
+        assert_eq!(row.summary.concurrency_key.as_deref(), Some("main"));
+        assert_eq!(row.summary.idempotency_key.as_deref(), Some("k"));
         assert_eq!(
-            (row.started_at, row.finished_at, row.reason),
+            (row.summary.scheduled_at, row.summary.created_at),
+            (Some(5_000), 1_000)
+        );
+        assert_eq!(
+            (
+                row.summary.started_at,
+                row.summary.finished_at,
+                row.summary.reason
+            ),
             (None, None, None)
         );
         assert_eq!(
@@ -344,10 +351,10 @@ mod cases {
         let c = s.run("c").await.expect("get c").expect("c exists");
         assert_eq!(
             (
-                c.status.as_str(),
-                c.started_at,
-                c.finished_at,
-                c.reason.as_deref()
+                c.summary.status.as_str(),
+                c.summary.started_at,
+                c.summary.finished_at,
+                c.summary.reason.as_deref()
             ),
             ("cancelled", Some(2_000), Some(3_000), Some("why"))
         );
@@ -358,7 +365,7 @@ mod cases {
             .await
             .expect("unfinished")
             .into_iter()
-            .map(|r| (r.id, r.status))
+            .map(|r| (r.summary.id, r.summary.status))
             .collect();
         assert_eq!(
             open,
@@ -522,7 +529,10 @@ mod cases {
             matches!(err, StoreError::RunNotFound { ref id, .. } if id == "ghost"),
             "{err:?}"
         );
-        assert_eq!(s.run("r").await.expect("get").expect("r").status, "queued");
+        assert_eq!(
+            s.run("r").await.expect("get").expect("r").summary.status,
+            "queued"
+        );
         assert_eq!(tasks(&s.claim(request("a", 10)).await.expect("claim")), [0]);
         s.release(&key("r", 0)).await.expect("release");
 
@@ -534,7 +544,10 @@ mod cases {
         })
         .await
         .expect("commit");
-        assert_eq!(s.run("r").await.expect("get").expect("r").status, "running");
+        assert_eq!(
+            s.run("r").await.expect("get").expect("r").summary.status,
+            "running"
+        );
         assert_eq!(
             tasks(&s.claim(request("a", 10)).await.expect("claim")),
             [1, 2]
@@ -875,7 +888,7 @@ async fn sqlite_data_survives_close_and_reopen() {
     );
     let run = s.run("r1").await.expect("run").expect("r1");
     assert_eq!(
-        (run.status.as_str(), run.state_json.as_str()),
+        (run.summary.status.as_str(), run.state_json.as_str()),
         ("running", r#"{"s":"running"}"#)
     );
     assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
@@ -895,7 +908,7 @@ async fn sqlite_data_survives_close_and_reopen() {
     assert!(s.token("h").await.expect("token").is_some());
     // New runs continue the sequence.
     let seq = created(&s, new_run("r3", "build")).await;
-    assert!(seq > run.seq);
+    assert!(seq > run.summary.seq);
     s.close().await;
 }
 
