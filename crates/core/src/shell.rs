@@ -1,21 +1,29 @@
-//! Places interpolated values into a shell script according to where they
-//! stand, so that no value can ever be run as shell code.
+//! Places interpolated values into a shell script so that no value can
+//! ever run as shell code.
 //!
-//! Rendering marks each value `\x01<hex>\x02`; this pass walks the script
-//! with a small model of shell quoting and replaces each mark:
-//! - unquoted (or inside `$(…)`/backticks): the value shell-quoted, `'a b'`;
-//! - inside `"…"` or an expanding heredoc: a reference `${GANGER_TPL_n}` to an
-//!   environment variable holding the value (expansions are never re-parsed,
-//!   so `$(…)` in a value stays text);
-//! - inside `'…'`: the quote closed, the value shell-quoted, the quote reopened;
-//! - inside a quoted heredoc: the value as is (nothing expands there), unless
-//!   a line of it would end the heredoc;
-//! - inside a `#` comment: the value shell-quoted with line breaks flattened.
+//! A value never enters the script as text. Each one travels in an
+//! environment variable `GANGER_TPL_n`, and the script gets a reference to
+//! it; bash never parses the result of an expansion as code. What the small
+//! model of shell quoting below decides is only how to quote around the
+//! reference, so the value arrives exactly (no word splitting or globbing):
+//! - unquoted (or inside `$(…)`/backticks): `"${GANGER_TPL_n}"`;
+//! - inside `"…"`, an unquoted heredoc, arithmetic or a comment: `${GANGER_TPL_n}`;
+//! - inside `'…'`: the quote closed around `"${GANGER_TPL_n}"` and reopened;
+//! - inside a quoted heredoc, where nothing expands: refused with an error.
+//!
+//! Where the model misreads the script (bash's grammar is large), a value may
+//! arrive inexactly, but it still cannot run. Bash itself re-evaluates
+//! variables in arithmetic and array subscripts (`$(( v ))`, `[[ v -eq 1 ]]`);
+//! that holds for any variable, `GANGER_PARAM_*` included, and is documented.
 
 use crate::template::TemplateError;
 
 pub(crate) const MARK_START: char = '\u{1}';
 pub(crate) const MARK_END: char = '\u{2}';
+
+/// Largest value passed in a variable: Linux refuses a single environment
+/// string over 128 KiB at exec.
+const MAX_VALUE: usize = 120 * 1024;
 
 /// A rendered script and the variables its values travel in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +48,11 @@ enum Mode {
     Plain {
         parens: usize,
         backtick: bool,
+    },
+    /// `$(( … ))` or `(( … ))`: `<<` is a shift there, not a heredoc;
+    /// `parens` counts `(` opened inside.
+    Arith {
+        parens: usize,
     },
     Double,
     Single,
@@ -82,41 +95,45 @@ impl Placer {
         format!("${{{name}}}")
     }
 
-    fn quote(value: &str) -> Result<String, TemplateError> {
-        shlex::try_quote(value)
-            .map(|q| q.into_owned())
-            .map_err(|_| error("a value with a NUL byte cannot be put in a shell script".into()))
-    }
-
     fn place(&mut self, value: String) -> Result<(), TemplateError> {
-        let text = match self.mode().clone() {
-            Mode::Plain { .. } => Self::quote(&value)?,
-            Mode::Double => self.bind(value),
-            Mode::Single => format!("'{}'", Self::quote(&value)?),
-            Mode::AnsiC => format!("'{}$'", Self::quote(&value)?),
-            // Quoted too: should the scanner ever take code for a comment,
-            // the value still cannot run.
-            Mode::Comment => Self::quote(&value.replace(['\n', '\r'], " "))?,
-            Mode::Heredoc { expand: true, .. } => self.bind(value),
-            Mode::Heredoc {
-                delimiter,
-                strip_tabs,
-                expand: false,
-            } => {
-                let ends = value.lines().any(|l| {
-                    (if strip_tabs {
-                        l.trim_start_matches('\t')
-                    } else {
-                        l
-                    }) == delimiter
-                });
-                if ends {
-                    return Err(error(format!(
-                        "a value contains the line `{delimiter}`, which would end the heredoc it is put in"
-                    )));
-                }
-                value
-            }
+        if value.contains('\0') {
+            return Err(error(
+                "a value with a NUL byte cannot be put in a shell script".into(),
+            ));
+        }
+        if value.len() > MAX_VALUE {
+            return Err(error(format!(
+                "a value of {} bytes is too large to pass to a script (at most {MAX_VALUE}); write it to a file and pass its path",
+                value.len()
+            )));
+        }
+        let mode = self.mode().clone();
+        if let Mode::Heredoc {
+            expand: false,
+            delimiter,
+            ..
+        } = &mode
+        {
+            return Err(error(format!(
+                "a value cannot be put inside the quoted heredoc `{delimiter}`, where bash expands nothing; quote no part of the delimiter (<<{delimiter}) or use $GANGER_PARAM_* there"
+            )));
+        }
+        // `${{ x }}` means a dollar sign and then the value, not `$${…}`.
+        if matches!(
+            mode,
+            Mode::Plain { .. } | Mode::Double | Mode::Heredoc { .. }
+        ) && self.out.ends_with('$')
+            && !self.out.ends_with("\\$")
+        {
+            self.out.pop();
+            self.out.push_str("\\$");
+        }
+        let reference = self.bind(value);
+        let text = match mode {
+            Mode::Plain { .. } => format!("\"{reference}\""),
+            Mode::Double | Mode::Heredoc { .. } | Mode::Arith { .. } | Mode::Comment => reference,
+            Mode::Single => format!("'\"{reference}\"'"),
+            Mode::AnsiC => format!("'\"{reference}\"$'"),
         };
         self.out.push_str(&text);
         self.word_start = false;
@@ -135,6 +152,19 @@ fn decode(hex: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// Copies a backslash and the character it escapes; a value mark is not
+/// escapable text and is left to be placed. Returns the characters consumed.
+fn escape(out: &mut String, next: Option<char>) -> usize {
+    out.push('\\');
+    match next {
+        Some(n) if n != MARK_START => {
+            out.push(n);
+            2
+        }
+        _ => 1,
+    }
+}
+
 /// Parses a heredoc operator after `<<`: returns the heredoc and how many
 /// characters of `rest` it spans.
 fn heredoc(rest: &[char]) -> Option<(Mode, usize)> {
@@ -150,6 +180,9 @@ fn heredoc(rest: &[char]) -> Option<(Mode, usize)> {
     let mut quoted = false;
     while let Some(&c) = rest.get(i) {
         match c {
+            // `<<$'EOF'`: the delimiter is EOF.
+            '$' if matches!(rest.get(i + 1), Some('\'' | '"')) => i += 1,
+            MARK_START => return None,
             '\'' | '"' => {
                 quoted = true;
                 let close = rest[i + 1..].iter().position(|&d| d == c)? + i + 1;
@@ -244,6 +277,53 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
             i += 1;
             continue;
         }
+        let unquoted = matches!(p.mode(), Mode::Plain { .. });
+        // `$((` and a command-position `((` open arithmetic, where `<<` shifts.
+        let arith_open = if c == '$' && next == Some('(') && chars.get(i + 2) == Some(&'(') {
+            Some(3)
+        } else if c == '(' && next == Some('(') && unquoted && p.word_start {
+            Some(2)
+        } else {
+            None
+        };
+        if let Some(len) =
+            arith_open.filter(|_| matches!(p.mode(), Mode::Plain { .. } | Mode::Double))
+        {
+            p.out.extend(&chars[i..i + len]);
+            p.stack.push(Mode::Arith { parens: 0 });
+            i += len;
+            continue;
+        }
+        if let Mode::Arith { parens } = p.mode().clone() {
+            match c {
+                '(' => {
+                    if let Some(Mode::Arith { parens }) = p.stack.last_mut() {
+                        *parens += 1;
+                    }
+                }
+                ')' if parens > 0 => {
+                    if let Some(Mode::Arith { parens }) = p.stack.last_mut() {
+                        *parens -= 1;
+                    }
+                }
+                ')' if next == Some(')') => {
+                    p.out.push_str("))");
+                    p.stack.pop();
+                    i += 2;
+                    continue;
+                }
+                _ => {}
+            }
+            p.out.push(c);
+            i += 1;
+            continue;
+        }
+        // `<<<` is a here-string, not a heredoc.
+        if unquoted && c == '<' && next == Some('<') && chars.get(i + 2) == Some(&'<') {
+            p.out.push_str("<<<");
+            i += 3;
+            continue;
+        }
         // `$(` opens a command substitution, unquoted or inside "…".
         if c == '$' && next == Some('(') && matches!(p.mode(), Mode::Plain { .. } | Mode::Double) {
             p.out.push_str("$(");
@@ -266,9 +346,7 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
             }
             (Mode::Single, _) => {}
             (Mode::AnsiC | Mode::Double, '\\') => {
-                p.out.push(c);
-                p.out.extend(next);
-                i += 2;
+                i += escape(&mut p.out, next);
                 continue;
             }
             (Mode::AnsiC, '\'') => {
@@ -287,9 +365,7 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
                 p.word_start = c.is_whitespace() || ";|&()".contains(c);
                 match c {
                     '\\' => {
-                        p.out.push(c);
-                        p.out.extend(next);
-                        i += 2;
+                        i += escape(&mut p.out, next);
                         continue;
                     }
                     '\'' => p.stack.push(Mode::Single),
@@ -322,7 +398,7 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
                         p.stack.pop();
                     }
                     '#' if was_word_start => p.stack.push(Mode::Comment),
-                    '<' if next == Some('<') && chars.get(i + 2) != Some(&'<') => {
+                    '<' if next == Some('<') => {
                         if let Some((doc, len)) = heredoc(&chars[i + 2..]) {
                             p.out.extend(&chars[i..i + 2 + len]);
                             p.pending.push(doc);
@@ -340,7 +416,7 @@ pub(crate) fn place(rendered: &str) -> Result<Script, TemplateError> {
                     _ => {}
                 }
             }
-            (Mode::Heredoc { .. }, _) => {}
+            (Mode::Heredoc { .. } | Mode::Arith { .. }, _) => {}
         }
         p.out.push(c);
         i += 1;
@@ -360,60 +436,91 @@ mod tests {
         place(&rendered).expect("placed")
     }
 
+    fn var(n: usize, value: &str) -> (String, String) {
+        (format!("GANGER_TPL_{n}"), value.to_owned())
+    }
+
     #[test]
-    fn unquoted_values_are_quoted() {
+    fn values_travel_in_variables_whatever_the_context() {
         let s = placed("echo §", "$(touch x)");
-        assert_eq!(s.text, "echo '$(touch x)'");
-        assert!(s.env.is_empty());
-    }
-
-    #[test]
-    fn double_quoted_values_become_variables() {
-        let s = placed("echo \"v=§\" >> f", "$(touch x)");
-        assert_eq!(s.text, "echo \"v=${GANGER_TPL_1}\" >> f");
+        assert_eq!(s.text, "echo \"${GANGER_TPL_1}\"");
+        assert_eq!(s.env, vec![var(1, "$(touch x)")]);
         assert_eq!(
-            s.env,
-            vec![("GANGER_TPL_1".to_owned(), "$(touch x)".to_owned())]
+            placed("echo \"v=§\"", "x").text,
+            "echo \"v=${GANGER_TPL_1}\""
+        );
+        assert_eq!(
+            placed("echo 'v=§!'", "x").text,
+            "echo 'v='\"${GANGER_TPL_1}\"'!'"
+        );
+        assert_eq!(
+            placed("echo $'v=§'", "x").text,
+            "echo $'v='\"${GANGER_TPL_1}\"$''"
+        );
+        assert_eq!(
+            placed("cat <<EOF\nname=§\nEOF\necho §", "x").text,
+            "cat <<EOF\nname=${GANGER_TPL_1}\nEOF\necho \"${GANGER_TPL_2}\""
+        );
+        assert_eq!(
+            placed("# deploying §\necho ok", "v\nrm").text,
+            "# deploying ${GANGER_TPL_1}\necho ok"
+        );
+        assert_eq!(
+            placed("echo $((1 << §))\necho §", "2").text,
+            "echo $((1 << ${GANGER_TPL_1}))\necho \"${GANGER_TPL_2}\""
         );
     }
 
     #[test]
-    fn single_quoted_values_close_and_reopen() {
-        assert_eq!(placed("echo 'v=§!'", "a'b").text, "echo 'v='\"a'b\"'!'");
+    fn quoted_heredocs_refuse_values() {
+        let err = place(&"cat <<'EOF'\n§\nEOF\n".replace('§', &mark("x"))).expect_err("refused");
+        assert!(err.message.contains("quoted heredoc"), "{err}");
     }
 
     #[test]
-    fn heredocs() {
-        let s = placed("cat <<EOF\nname=§\nEOF\necho §", "`id`");
-        assert_eq!(s.text, "cat <<EOF\nname=${GANGER_TPL_1}\nEOF\necho '`id`'");
-        let s = placed("cat <<-'EOF'\n\tname=§\n\tEOF\n", "$x");
-        assert_eq!(s.text, "cat <<-'EOF'\n\tname=$x\n\tEOF\n");
-        let err = place(&"cat <<'EOF'\n§\nEOF\n".replace('§', &mark("x\nEOF\nrm -rf /")))
-            .expect_err("ends heredoc");
-        assert!(err.message.contains("would end the heredoc"));
-    }
-
-    #[test]
-    fn comments_cannot_gain_lines() {
+    fn here_strings_and_shifts_are_not_heredocs() {
         assert_eq!(
-            placed("# deploying §\necho ok", "v\nrm -rf /").text,
-            "# deploying 'v rm -rf /'\necho ok"
+            placed("cat <<< \"hi\"\necho §", "x").text,
+            "cat <<< \"hi\"\necho \"${GANGER_TPL_1}\""
+        );
+        assert_eq!(
+            placed("(( n = 1 << \"2\" ))\necho §", "x").text,
+            "(( n = 1 << \"2\" ))\necho \"${GANGER_TPL_1}\""
+        );
+        assert_eq!(
+            placed("cat <<$'EOF'\nhi\nEOF\necho §", "x").text,
+            "cat <<$'EOF'\nhi\nEOF\necho \"${GANGER_TPL_1}\""
         );
     }
 
     #[test]
-    fn command_substitution_inside_double_quotes_is_unquoted() {
+    fn a_dollar_before_a_value_stays_a_dollar() {
         assert_eq!(
-            placed("echo \"$(printf %s §)\"", "a b").text,
-            "echo \"$(printf %s 'a b')\""
+            placed("echo \"price: $§\"", "5").text,
+            "echo \"price: \\$${GANGER_TPL_1}\""
         );
     }
 
     #[test]
-    fn shell_length_and_arithmetic_are_left_alone() {
-        let s = placed("a=(1 2)\necho ${#a[@]} $((1 + 2)) # it's §", "x");
-        assert_eq!(s.text, "a=(1 2)\necho ${#a[@]} $((1 + 2)) # it's x");
-        let s = placed("echo ${#a[@]} §", "; touch x");
-        assert_eq!(s.text, "echo ${#a[@]} '; touch x'");
+    fn a_backslash_does_not_swallow_a_value() {
+        assert_eq!(
+            placed("echo \"C:\\§\"", "x").text,
+            "echo \"C:\\${GANGER_TPL_1}\""
+        );
+    }
+
+    #[test]
+    fn shell_length_is_not_a_comment() {
+        assert_eq!(
+            placed("echo ${#a[@]} §", "x").text,
+            "echo ${#a[@]} \"${GANGER_TPL_1}\""
+        );
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let big = "x".repeat(MAX_VALUE + 1);
+        let err = place(&format!("echo {}", mark(&big))).expect_err("too large");
+        assert!(err.message.contains("too large"), "{err}");
     }
 }

@@ -191,7 +191,8 @@ mod tests {
     fn shell_values_are_quoted_unless_raw() {
         let ctx = context! { params => context! { name => "a b; touch /tmp/x", safe => "main" } };
         let out = render_script("echo {{ params.name }} {{ params.safe }}", &ctx).expect("renders");
-        assert_eq!(out.text, "echo 'a b; touch /tmp/x' main");
+        assert_eq!(out.text, "echo \"${GANGER_TPL_1}\" \"${GANGER_TPL_2}\"");
+        assert_eq!(out.env[0].1, "a b; touch /tmp/x");
         let raw = render_script("echo {{ params.name | raw }}", &ctx).expect("renders");
         assert_eq!(raw.text, "echo a b; touch /tmp/x");
     }
@@ -200,7 +201,7 @@ mod tests {
     fn command_substitution_is_quoted() {
         let ctx = context! { params => context! { v => "$(touch /tmp/x)" } };
         let out = render_script("echo {{ params.v }}", &ctx).expect("renders");
-        assert_eq!(out.text, "echo '$(touch /tmp/x)'");
+        assert_eq!(out.text, "echo \"${GANGER_TPL_1}\"");
         let quoted = render_script("echo \"v={{ params.v }}\"", &ctx).expect("renders");
         assert_eq!(quoted.text, "echo \"v=${GANGER_TPL_1}\"");
         assert_eq!(
@@ -245,7 +246,7 @@ mod tests {
         let script = "a=(x y)\necho ${#a[@]} {{ params.n }} {## a real comment ##}";
         assert_eq!(
             render_script(script, &ctx).expect("renders").text,
-            "a=(x y)\necho ${#a[@]} 3 "
+            "a=(x y)\necho ${#a[@]} \"${GANGER_TPL_1}\" "
         );
     }
 

@@ -21,6 +21,10 @@ const HOSTILE: &[&str] = &[
     "${IFS}touch${IFS}{F}",
     "ünïcödé ✓",
     "",
+    "`;touch {F};echo `",
+    "\\$(touch {F})\\",
+    "\"'$(touch {F})'\"",
+    "x\nEOF\ntouch {F}",
 ];
 
 /// (template, what it prints around the value) for each place a value can stand.
@@ -41,9 +45,28 @@ const CONTEXTS: &[(&str, &str, &str)] = &[
         " post|\n",
     ),
     (
-        "cat <<-'EOF'\n\tpre {{ params.v }} post|\n\tEOF",
+        "cat <<-EOF\n\tpre {{ params.v }} post|\n\tEOF",
         "pre ",
         " post|\n",
+    ),
+    (
+        "cat <<< \"hi\" >/dev/null\nprintf '%s|' {{ params.v }}",
+        "",
+        "|",
+    ),
+    ("printf '%s|' \"${NAME:-\"{{ params.v }}\"}\"", "", "|"),
+    ("printf '%s|' \"`printf %s {{ params.v }}`\"", "", "|"),
+    (
+        "printf '%s' $((1 << \"2\"))\nprintf '%s|' {{ params.v }}",
+        "4",
+        "|",
+    ),
+    ("printf '%s|' \"price: ${{ params.v }}\"", "price: $", "|"),
+    ("printf '%s|' \"C:\\\\{{ params.v }}\"", "C:\\", "|"),
+    (
+        "cat <<$'EOF'\nhi\nEOF\nprintf '%s|' {{ params.v }}",
+        "hi\n",
+        "|",
     ),
     ("# a comment: {{ params.v }}\nprintf 'ok|'", "", "ok|"),
     ("a=(1 2)\nprintf '%s|' ${#a[@]}{{ params.v }}", "2", "|"),
@@ -56,6 +79,54 @@ const CONTEXTS: &[(&str, &str, &str)] = &[
     ),
     ("printf '%s|' \"$( (printf %s {{ params.v }}) )\"", "", "|"),
 ];
+
+/// Constructs the quoting model reads imperfectly: the value may arrive
+/// inexactly there, but it must never run.
+const HARD_CONTEXTS: &[&str] = &[
+    "printf '%s|' `printf %s {{ params.v }}`",
+    "printf '%s|' \"$(case a in a) printf %s \"{{ params.v }}\";; esac)\"",
+    "printf '%s|' \"$(echo ${x%)} \"{{ params.v }}\")\"",
+    "echo start \\\n# don't panic\nprintf '%s|' {{ params.v }}",
+    "printf '%s|' ${X:-a #b} \"{{ params.v }}\"",
+    "[[ \"#\" =~ (#) ]] && printf '%s|' \"{{ params.v }}\"",
+    "cat <<EOF\na\\\nEOF\n{{ params.v }}\nEOF",
+    "printf '%s|' \"`printf %s \\\"{{ params.v }}\\\"`\"",
+    "printf '%s|' `#it's` {{ params.v }}",
+];
+
+fn run_bash(template: &str, value: &str) -> (String, String) {
+    let params = BTreeMap::from([("v", value)]);
+    let ctx = Value::from_pairs([("params", Value::from_pairs(params))]);
+    let script = render_script(template, &ctx)
+        .unwrap_or_else(|e| panic!("{template:?} with {value:?}: {e}"));
+    let out = Command::new("bash")
+        .args(["-eo", "pipefail", "-c", &script.text])
+        .envs(script.env.iter().map(|(k, v)| (k, v)))
+        .env("HOME", "/home/nobody")
+        .output()
+        .expect("bash runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        script.text,
+    )
+}
+
+#[test]
+fn no_value_runs_even_where_placement_is_inexact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let witness = dir.path().join("pwned");
+    let witness_str = witness.display().to_string();
+    for template in HARD_CONTEXTS {
+        for hostile in HOSTILE {
+            let value = hostile.replace("{F}", &witness_str);
+            let (_, script) = run_bash(template, &value);
+            assert!(
+                !witness.exists(),
+                "{template:?} with {value:?} ran code: script {script:?}"
+            );
+        }
+    }
+}
 
 #[test]
 fn no_value_escapes_its_place() {
@@ -98,11 +169,8 @@ fn no_value_escapes_its_place() {
 }
 
 #[test]
-fn a_value_cannot_end_a_quoted_heredoc() {
-    let ctx = Value::from_pairs([(
-        "params",
-        Value::from_pairs([("v", "x\nEOF\ntouch /tmp/never")]),
-    )]);
+fn quoted_heredocs_refuse_values() {
+    let ctx = Value::from_pairs([("params", Value::from_pairs([("v", "anything")]))]);
     let err = render_script("cat <<'EOF'\n{{ params.v }}\nEOF", &ctx).expect_err("refused");
-    assert!(err.message.contains("would end the heredoc"), "{err}");
+    assert!(err.message.contains("quoted heredoc"), "{err}");
 }
