@@ -2,19 +2,20 @@
 //! ever run as shell code.
 //!
 //! A value never enters the script as text. Each one travels in an
-//! environment variable `GANGER_TPL_n`, and the script gets a reference to
-//! it; bash never parses the result of an expansion as code. What the small
-//! model of shell quoting below decides is only how to quote around the
-//! reference, so the value arrives exactly (no word splitting or globbing):
-//! - unquoted (or inside `$(…)`/backticks): `"${GANGER_TPL_n}"`;
-//! - inside `"…"`, an unquoted heredoc, arithmetic or a comment: `${GANGER_TPL_n}`;
-//! - inside `'…'`: the quote closed around `"${GANGER_TPL_n}"` and reopened;
-//! - inside a quoted heredoc, where nothing expands: refused with an error.
+//! environment variable `GANGER_TPL_n`, and the script gets the expansion
+//! `${GANGER_TPL_n+"${GANGER_TPL_n}"}`: bash never parses the result of an
+//! expansion as code, and this form is quoted the same unquoted, inside
+//! `"…"`, in heredocs and in arithmetic (checked under bash and dash), so it
+//! is never split into several arguments or globbed, whatever the context.
+//! The small model of shell quoting below is needed only for single quotes,
+//! where nothing expands (the quote is closed around the expansion and
+//! reopened), and for quoted heredocs (a value is refused there): a misread
+//! of bash's large grammar can cost exactness, not safety.
 //!
-//! Where the model misreads the script (bash's grammar is large), a value may
-//! arrive inexactly, but it still cannot run. Bash itself re-evaluates
-//! variables in arithmetic and array subscripts (`$(( v ))`, `[[ v -eq 1 ]]`);
-//! that holds for any variable, `GANGER_PARAM_*` included, and is documented.
+//! Bash itself evaluates variables in some places: arithmetic and array
+//! subscripts (`$(( v ))`, `[[ v -eq 1 ]]`), `declare -a`/`-A` array
+//! assignments, indirection (`${!v}`), `test -v`. That holds for every
+//! variable, `GANGER_PARAM_*` included; the README says so.
 
 use crate::template::TemplateError;
 
@@ -89,10 +90,11 @@ impl Placer {
         })
     }
 
+    /// Passes a value in the next `GANGER_TPL_n` variable; returns its name.
     fn bind(&mut self, value: String) -> String {
         let name = format!("GANGER_TPL_{}", self.env.len() + 1);
         self.env.push((name.clone(), value));
-        format!("${{{name}}}")
+        name
     }
 
     fn place(&mut self, value: String) -> Result<(), TemplateError> {
@@ -115,30 +117,34 @@ impl Placer {
         } = &mode
         {
             return Err(error(format!(
-                "a value cannot be put inside the quoted heredoc `{delimiter}`, where bash expands nothing; quote no part of the delimiter (<<{delimiter}) or use $GANGER_PARAM_* there"
+                "a value cannot be put inside the quoted heredoc `{delimiter}`: bash expands nothing there, so ganger cannot pass it safely; if the heredoc is read as text, unquote its delimiter (<<{delimiter}); if it is a script for another shell (bash <<'{delimiter}', ssh … <<'{delimiter}'), do not template into it: pass the value as an argument or a file"
             )));
         }
         // `${{ x }}` means a dollar sign and then the value, not `$${…}`.
-        if matches!(
-            mode,
-            Mode::Plain { .. } | Mode::Double | Mode::Heredoc { .. }
-        ) && self.out.ends_with('$')
-            && !self.out.ends_with("\\$")
-        {
+        if !matches!(mode, Mode::Single | Mode::AnsiC) && ends_with_unescaped_dollar(&self.out) {
             self.out.pop();
             self.out.push_str("\\$");
         }
-        let reference = self.bind(value);
+        let name = self.bind(value);
+        let expansion = format!("${{{name}+\"${{{name}}}\"}}");
         let text = match mode {
-            Mode::Plain { .. } => format!("\"{reference}\""),
-            Mode::Double | Mode::Heredoc { .. } | Mode::Arith { .. } | Mode::Comment => reference,
-            Mode::Single => format!("'\"{reference}\"'"),
-            Mode::AnsiC => format!("'\"{reference}\"$'"),
+            Mode::Single => format!("'{expansion}'"),
+            Mode::AnsiC => format!("'{expansion}$'"),
+            _ => expansion,
         };
         self.out.push_str(&text);
         self.word_start = false;
         Ok(())
     }
+}
+
+/// Whether the text ends with a `$` that is not escaped by a backslash.
+fn ends_with_unescaped_dollar(out: &str) -> bool {
+    let Some(before) = out.strip_suffix('$') else {
+        return false;
+    };
+    let backslashes = before.chars().rev().take_while(|&c| c == '\\').count();
+    backslashes % 2 == 0
 }
 
 fn decode(hex: &str) -> Option<String> {
@@ -436,38 +442,42 @@ mod tests {
         place(&rendered).expect("placed")
     }
 
-    fn var(n: usize, value: &str) -> (String, String) {
-        (format!("GANGER_TPL_{n}"), value.to_owned())
+    /// The expansion of the n-th value.
+    fn r(n: usize) -> String {
+        format!("${{GANGER_TPL_{n}+\"${{GANGER_TPL_{n}}}\"}}")
     }
 
     #[test]
     fn values_travel_in_variables_whatever_the_context() {
         let s = placed("echo §", "$(touch x)");
-        assert_eq!(s.text, "echo \"${GANGER_TPL_1}\"");
-        assert_eq!(s.env, vec![var(1, "$(touch x)")]);
+        assert_eq!(s.text, format!("echo {}", r(1)));
+        assert_eq!(
+            s.env,
+            vec![("GANGER_TPL_1".to_owned(), "$(touch x)".to_owned())]
+        );
         assert_eq!(
             placed("echo \"v=§\"", "x").text,
-            "echo \"v=${GANGER_TPL_1}\""
+            format!("echo \"v={}\"", r(1))
         );
         assert_eq!(
             placed("echo 'v=§!'", "x").text,
-            "echo 'v='\"${GANGER_TPL_1}\"'!'"
+            format!("echo 'v='{}'!'", r(1))
         );
         assert_eq!(
             placed("echo $'v=§'", "x").text,
-            "echo $'v='\"${GANGER_TPL_1}\"$''"
+            format!("echo $'v='{}$''", r(1))
         );
         assert_eq!(
             placed("cat <<EOF\nname=§\nEOF\necho §", "x").text,
-            "cat <<EOF\nname=${GANGER_TPL_1}\nEOF\necho \"${GANGER_TPL_2}\""
+            format!("cat <<EOF\nname={}\nEOF\necho {}", r(1), r(2))
         );
         assert_eq!(
             placed("# deploying §\necho ok", "v\nrm").text,
-            "# deploying ${GANGER_TPL_1}\necho ok"
+            format!("# deploying {}\necho ok", r(1))
         );
         assert_eq!(
             placed("echo $((1 << §))\necho §", "2").text,
-            "echo $((1 << ${GANGER_TPL_1}))\necho \"${GANGER_TPL_2}\""
+            format!("echo $((1 << {}))\necho {}", r(1), r(2))
         );
     }
 
@@ -481,15 +491,15 @@ mod tests {
     fn here_strings_and_shifts_are_not_heredocs() {
         assert_eq!(
             placed("cat <<< \"hi\"\necho §", "x").text,
-            "cat <<< \"hi\"\necho \"${GANGER_TPL_1}\""
+            format!("cat <<< \"hi\"\necho {}", r(1))
         );
         assert_eq!(
             placed("(( n = 1 << \"2\" ))\necho §", "x").text,
-            "(( n = 1 << \"2\" ))\necho \"${GANGER_TPL_1}\""
+            format!("(( n = 1 << \"2\" ))\necho {}", r(1))
         );
         assert_eq!(
             placed("cat <<$'EOF'\nhi\nEOF\necho §", "x").text,
-            "cat <<$'EOF'\nhi\nEOF\necho \"${GANGER_TPL_1}\""
+            format!("cat <<$'EOF'\nhi\nEOF\necho {}", r(1))
         );
     }
 
@@ -497,15 +507,20 @@ mod tests {
     fn a_dollar_before_a_value_stays_a_dollar() {
         assert_eq!(
             placed("echo \"price: $§\"", "5").text,
-            "echo \"price: \\$${GANGER_TPL_1}\""
+            format!("echo \"price: \\${}\"", r(1))
         );
+        assert_eq!(
+            placed("echo \"\\\\$§\"", "5").text,
+            format!("echo \"\\\\\\${}\"", r(1))
+        );
+        assert_eq!(placed("echo \\$§", "5").text, format!("echo \\${}", r(1)));
     }
 
     #[test]
     fn a_backslash_does_not_swallow_a_value() {
         assert_eq!(
             placed("echo \"C:\\§\"", "x").text,
-            "echo \"C:\\${GANGER_TPL_1}\""
+            format!("echo \"C:\\{}\"", r(1))
         );
     }
 
@@ -513,7 +528,7 @@ mod tests {
     fn shell_length_is_not_a_comment() {
         assert_eq!(
             placed("echo ${#a[@]} §", "x").text,
-            "echo ${#a[@]} \"${GANGER_TPL_1}\""
+            format!("echo ${{#a[@]}} {}", r(1))
         );
     }
 

@@ -86,13 +86,13 @@ fn environment(flavor: Flavor) -> &'static Environment<'static> {
             // Values are marked here and placed by `shell::place`, which
             // knows whether they stand inside quotes, heredocs or comments.
             env.set_formatter(|out, state, value| {
-                if matches!(state.auto_escape(), AutoEscape::Custom(name) if name == "shell")
-                    && !value.is_safe()
-                {
+                // Whatever `{% autoescape %}` a template sets: only `| raw`
+                // (or `| safe`) lets text into a script.
+                if value.is_safe() {
+                    minijinja::escape_formatter(out, state, value)
+                } else {
                     out.write_str(&shell::mark(&value.to_string()))
                         .map_err(Error::from)
-                } else {
-                    minijinja::escape_formatter(out, state, value)
                 }
             });
         }
@@ -191,7 +191,10 @@ mod tests {
     fn shell_values_are_quoted_unless_raw() {
         let ctx = context! { params => context! { name => "a b; touch /tmp/x", safe => "main" } };
         let out = render_script("echo {{ params.name }} {{ params.safe }}", &ctx).expect("renders");
-        assert_eq!(out.text, "echo \"${GANGER_TPL_1}\" \"${GANGER_TPL_2}\"");
+        assert_eq!(
+            out.text,
+            "echo ${GANGER_TPL_1+\"${GANGER_TPL_1}\"} ${GANGER_TPL_2+\"${GANGER_TPL_2}\"}"
+        );
         assert_eq!(out.env[0].1, "a b; touch /tmp/x");
         let raw = render_script("echo {{ params.name | raw }}", &ctx).expect("renders");
         assert_eq!(raw.text, "echo a b; touch /tmp/x");
@@ -201,9 +204,21 @@ mod tests {
     fn command_substitution_is_quoted() {
         let ctx = context! { params => context! { v => "$(touch /tmp/x)" } };
         let out = render_script("echo {{ params.v }}", &ctx).expect("renders");
-        assert_eq!(out.text, "echo \"${GANGER_TPL_1}\"");
+        assert_eq!(out.text, "echo ${GANGER_TPL_1+\"${GANGER_TPL_1}\"}");
         let quoted = render_script("echo \"v={{ params.v }}\"", &ctx).expect("renders");
-        assert_eq!(quoted.text, "echo \"v=${GANGER_TPL_1}\"");
+        assert_eq!(
+            quoted.text,
+            "echo \"v=${GANGER_TPL_1+\"${GANGER_TPL_1}\"}\""
+        );
+        let escaped = render_script(
+            "{% autoescape false %}echo {{ params.v }}{% endautoescape %}",
+            &ctx,
+        )
+        .expect("renders");
+        assert_eq!(
+            escaped.text, "echo ${GANGER_TPL_1+\"${GANGER_TPL_1}\"}",
+            "autoescape cannot let values in as text"
+        );
         assert_eq!(
             quoted.env,
             vec![("GANGER_TPL_1".to_owned(), "$(touch /tmp/x)".to_owned())]
@@ -246,7 +261,7 @@ mod tests {
         let script = "a=(x y)\necho ${#a[@]} {{ params.n }} {## a real comment ##}";
         assert_eq!(
             render_script(script, &ctx).expect("renders").text,
-            "a=(x y)\necho ${#a[@]} \"${GANGER_TPL_1}\" "
+            "a=(x y)\necho ${#a[@]} ${GANGER_TPL_1+\"${GANGER_TPL_1}\"} "
         );
     }
 

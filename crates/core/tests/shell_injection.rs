@@ -25,10 +25,16 @@ const HOSTILE: &[&str] = &[
     "\\$(touch {F})\\",
     "\"'$(touch {F})'\"",
     "x\nEOF\ntouch {F}",
+    "x -o -exec touch {F} ; -o -name x",
 ];
 
 /// (template, what it prints around the value) for each place a value can stand.
 const CONTEXTS: &[(&str, &str, &str)] = &[
+    (
+        "{% autoescape false %}printf '%s|' {{ params.v }}{% endautoescape %}",
+        "",
+        "|",
+    ),
     ("printf '%s|' {{ params.v }}", "", "|"),
     ("printf '%s|' \"{{ params.v }}\"", "", "|"),
     ("printf '%s|' \"pre {{ params.v }} post\"", "pre ", " post|"),
@@ -83,6 +89,13 @@ const CONTEXTS: &[(&str, &str, &str)] = &[
 /// Constructs the quoting model reads imperfectly: the value may arrive
 /// inexactly there, but it must never run.
 const HARD_CONTEXTS: &[&str] = &[
+    "b=$(cat <<EOF\nhi\nEOF)\nfind . -maxdepth 0 -name {{ params.v }}",
+    "n=$[1<<3]\nfind . -maxdepth 0 -name {{ params.v }}",
+    ": ${X:-a #b}; find . -maxdepth 0 -name {{ params.v }}",
+    "[[ x =~ ^(#|x) ]]; find . -maxdepth 0 -name {{ params.v }}",
+    "y=\"$(case a in a) find . -maxdepth 0 -name {{ params.v }};; esac)\"",
+    "echo `#it's`; find . -maxdepth 0 -name \"{{ params.v }}\"",
+    ": \"${X#\"'\"}\"; find . -maxdepth 0 -name \"{{ params.v }}\"",
     "printf '%s|' `printf %s {{ params.v }}`",
     "printf '%s|' \"$(case a in a) printf %s \"{{ params.v }}\";; esac)\"",
     "printf '%s|' \"$(echo ${x%)} \"{{ params.v }}\")\"",
