@@ -31,6 +31,19 @@ const HOSTILE: &[&str] = &[
 /// (template, what it prints around the value) for each place a value can stand.
 const CONTEXTS: &[(&str, &str, &str)] = &[
     (
+        "printf '%s|' \"C:\\Users\\{{ params.v }}\"",
+        "C:\\Users\\",
+        "|",
+    ),
+    ("printf '%s|' \"\\\\\\{{ params.v }}\"", "\\\\", "|"),
+    ("printf '%s|' \\{{ params.v }}", "\\", "|"),
+    ("printf '%s|' $'a\\{{ params.v }}'", "a\\", "|"),
+    (
+        "x=\"$(printf '%s' \"\\{{ params.v }}\")\"; printf '%s|' \"$x\"",
+        "\\",
+        "|",
+    ),
+    (
         "{% autoescape false %}printf '%s|' {{ params.v }}{% endautoescape %}",
         "",
         "|",
@@ -89,6 +102,8 @@ const CONTEXTS: &[(&str, &str, &str)] = &[
 /// Constructs the quoting model reads imperfectly: the value may arrive
 /// inexactly there, but it must never run.
 const HARD_CONTEXTS: &[&str] = &[
+    "find . -maxdepth 0 -name \"C:\\Users\\{{ params.v }}\"",
+    "x=\"$(find . -maxdepth 0 -name \"\\{{ params.v }}\")\"",
     "b=$(cat <<EOF\nhi\nEOF)\nfind . -maxdepth 0 -name {{ params.v }}",
     "n=$[1<<3]\nfind . -maxdepth 0 -name {{ params.v }}",
     ": ${X:-a #b}; find . -maxdepth 0 -name {{ params.v }}",
