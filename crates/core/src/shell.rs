@@ -120,25 +120,15 @@ impl Placer {
                 "a value cannot be put inside the quoted heredoc `{delimiter}`: bash expands nothing there, so ganger cannot pass it safely; if the heredoc is read as text, unquote its delimiter (<<{delimiter}); if it is a script for another shell (bash <<'{delimiter}', ssh … <<'{delimiter}'), do not template into it: pass the value as an argument or a file"
             )));
         }
-        // A backslash just before the value must not escape its `$`: that
-        // would unpair the quotes of the expansion and let the value split.
-        // An odd run gets one more backslash, so the author's backslashes
-        // stay literal; inside backticks bash halves backslashes first, so
-        // there a backslash before a value is refused.
-        let backslashes = self.out.chars().rev().take_while(|&c| c == '\\').count();
-        if backslashes > 0 && !matches!(mode, Mode::Single) {
-            let in_backticks = self
-                .stack
-                .iter()
-                .any(|m| matches!(m, Mode::Plain { backtick: true, .. }));
-            if in_backticks {
-                return Err(error(
-                    "a value cannot follow a backslash inside backticks; put the backslash in the value, or use $(…) instead of backticks".into(),
-                ));
-            }
-            if backslashes % 2 == 1 {
-                self.out.push('\\');
-            }
+        // A backslash just before the value could escape its `$` (bash
+        // halves backslashes inside backticks, which may hide in heredocs or
+        // arithmetic), unpairing the quotes so the value splits. Refused
+        // rather than counted: outside single quotes, no value follows a
+        // backslash.
+        if !matches!(mode, Mode::Single) && self.out.ends_with('\\') {
+            return Err(error(
+                "a value cannot follow a backslash (as in `\\{{ x }}`): a backslash could escape how ganger passes it; put the backslash into the value, or separate them (e.g. `\\\\\"{{ x }}\"`)".into(),
+            ));
         }
         // `${{ x }}` means a dollar sign and then the value, not `$${…}`.
         if !matches!(mode, Mode::Single | Mode::AnsiC) && ends_with_unescaped_dollar(&self.out) {
@@ -537,24 +527,21 @@ mod tests {
     }
 
     #[test]
-    fn a_backslash_before_a_value_stays_a_backslash() {
-        // One backslash gets a second: two backslashes are a literal one and
-        // the expansion's `$` stays unescaped.
-        assert_eq!(
-            placed("echo \"C:\\§\"", "x").text,
-            format!("echo \"C:\\\\{}\"", r(1))
-        );
-        assert_eq!(
-            placed("echo \"C:\\\\§\"", "x").text,
-            format!("echo \"C:\\\\{}\"", r(1))
-        );
+    fn a_value_after_a_backslash_is_refused() {
+        for template in [
+            "echo \"C:\\§\"",
+            "echo \\\\§",
+            "cat <<EOF\n`echo \"\\§\"`\nEOF",
+            "echo $'a\\§'",
+        ] {
+            let err = place(&template.replace('§', &mark("x"))).expect_err(template);
+            assert!(err.message.contains("backslash"), "{err}");
+        }
+        // In single quotes a backslash is plain text.
         assert_eq!(
             placed("echo 'C:\\§'", "x").text,
             format!("echo 'C:\\'{}''", r(1))
         );
-        let err =
-            place(&format!("echo `echo \\\\{}`", mark("x"))).expect_err("refused in backticks");
-        assert!(err.message.contains("backticks"), "{err}");
     }
 
     #[test]
