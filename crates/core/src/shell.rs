@@ -14,8 +14,10 @@
 //!
 //! Bash itself evaluates variables in some places: arithmetic and array
 //! subscripts (`$(( v ))`, `[[ v -eq 1 ]]`), `declare -a`/`-A` array
-//! assignments, indirection (`${!v}`), `test -v`. That holds for every
-//! variable, `GANGER_PARAM_*` included; the README says so.
+//! assignments, indirection (`${!v}`), `test -v`, prompt expansion (`PS4`,
+//! `${v@P}`), and text it runs again (`eval`, `trap`, `alias`, `mapfile -C`,
+//! `bash -c`). That holds for every variable, `GANGER_PARAM_*` included; the
+//! README says so.
 
 use crate::template::TemplateError;
 
