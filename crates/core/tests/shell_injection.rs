@@ -106,7 +106,14 @@ const HARD_CONTEXTS: &[&str] = &[
     "printf '%s|' `#it's` {{ params.v }}",
 ];
 
-fn run_bash(template: &str, value: &str) -> (String, String) {
+/// What bash printed for a rendered template, and the script it ran.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    script: String,
+}
+
+fn run_bash(template: &str, value: &str) -> Ran {
     let params = BTreeMap::from([("v", value)]);
     let ctx = Value::from_pairs([("params", Value::from_pairs(params))]);
     let script = render_script(template, &ctx)
@@ -117,10 +124,11 @@ fn run_bash(template: &str, value: &str) -> (String, String) {
         .env("HOME", "/home/nobody")
         .output()
         .expect("bash runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        script.text,
-    )
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        script: script.text,
+    }
 }
 
 #[test]
@@ -131,10 +139,11 @@ fn no_value_runs_even_where_placement_is_inexact() {
     for template in HARD_CONTEXTS {
         for hostile in HOSTILE {
             let value = hostile.replace("{F}", &witness_str);
-            let (_, script) = run_bash(template, &value);
+            let ran = run_bash(template, &value);
             assert!(
                 !witness.exists(),
-                "{template:?} with {value:?} ran code: script {script:?}"
+                "{template:?} with {value:?} ran code: script {:?}",
+                ran.script
             );
         }
     }
@@ -148,21 +157,11 @@ fn no_value_escapes_its_place() {
     for (template, before, after) in CONTEXTS {
         for hostile in HOSTILE {
             let value = hostile.replace("{F}", &witness_str);
-            let params = BTreeMap::from([("v", value.as_str())]);
-            let ctx = Value::from_pairs([("params", Value::from_pairs(params))]);
-            let script = render_script(template, &ctx)
-                .unwrap_or_else(|e| panic!("{template:?} with {value:?}: {e}"));
-            let out = Command::new("bash")
-                .args(["-eo", "pipefail", "-c", &script.text])
-                .envs(script.env.iter().map(|(k, v)| (k, v)))
-                .env("HOME", "/home/nobody")
-                .output()
-                .expect("bash runs");
-            let printed = String::from_utf8_lossy(&out.stdout);
+            let ran = run_bash(template, &value);
             assert!(
                 !witness.exists(),
                 "{template:?} with {value:?} ran code: script {:?}",
-                script.text
+                ran.script
             );
             let expected = if template.starts_with('#') {
                 (*after).to_owned()
@@ -170,11 +169,9 @@ fn no_value_escapes_its_place() {
                 format!("{before}{value}{after}")
             };
             assert_eq!(
-                printed,
-                expected,
+                ran.stdout, expected,
                 "{template:?} with {value:?}: script {:?}, stderr {}",
-                script.text,
-                String::from_utf8_lossy(&out.stderr)
+                ran.script, ran.stderr
             );
         }
     }
