@@ -23,6 +23,9 @@ pub enum Exit {
     Error(String),
     /// Its lease expired: nobody knows how it ended.
     Lost,
+    /// The scheduler itself stopped it (the server was restarted while it
+    /// ran in-process). It runs again at once, outside the retry budget.
+    Interrupted(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +79,10 @@ pub enum EventError {
     NotStarted,
     #[error("the run has already finished")]
     Finished,
+    #[error("the run has not finished yet: only a failed or cancelled run can be retried")]
+    Unfinished,
+    #[error("the run succeeded: there is nothing to retry")]
+    Succeeded,
 }
 
 /// What the driver must do after an event.

@@ -148,12 +148,57 @@ impl RunState {
             });
         }
         out.push(Decision::RunChanged);
-        let roots: Vec<TaskId> = (0..self.tasks.len())
-            .filter(|&t| self.job.tasks[t].needs.is_empty())
+        // The roots of a new run; in a retried run also the tasks whose
+        // needs all kept their results.
+        let settled: Vec<TaskId> = (0..self.tasks.len())
+            .filter(|&t| {
+                self.tasks[t].main.status == TaskStatus::Pending && self.waiting_needs[t] == 0
+            })
             .collect();
         self.dirty
-            .extend(roots.into_iter().map(|t| (t, Phase::Main)));
+            .extend(settled.into_iter().map(|t| (t, Phase::Main)));
         Ok(())
+    }
+
+    /// Prepares a failed or cancelled run to run again: a task that
+    /// succeeded keeps its result and outputs (unless compensation undid
+    /// it); every other task starts over with a fresh retry budget, its
+    /// attempt numbers continuing (they are fencing tokens). The run returns
+    /// to `queued`: the driver admits it again and sends [`Event::Start`].
+    /// Returns how many tasks will run again.
+    pub fn reset_for_retry(&mut self) -> Result<usize, EventError> {
+        match self.status {
+            RunStatus::Failed | RunStatus::Cancelled => {}
+            RunStatus::Succeeded => return Err(EventError::Succeeded),
+            RunStatus::Queued | RunStatus::Running => return Err(EventError::Unfinished),
+        }
+        let mut again = 0;
+        for state in &mut self.tasks {
+            let undone = state.undo.as_ref().is_some_and(|u| !u.attempts.is_empty());
+            state.undo = None;
+            state.undo_after.clear();
+            if state.main.status == TaskStatus::Succeeded && !undone {
+                continue;
+            }
+            again += 1;
+            let main = &mut state.main;
+            main.status = TaskStatus::Pending;
+            main.reason = None;
+            main.kill = None;
+            main.deadline = None;
+            main.earlier_attempts = main.attempts.len() as u32;
+            state.outputs.clear();
+            state.retry_at = None;
+        }
+        self.status = RunStatus::Queued;
+        self.reason = None;
+        self.started_at = None;
+        self.finished_at = None;
+        self.stop = None;
+        self.failing = false;
+        self.undoing = false;
+        self.rebuild();
+        Ok(again)
     }
 
     fn cancel(
@@ -331,7 +376,6 @@ impl RunState {
         let kill = exec.kill.take();
         exec.deadline = None;
         let status = attempt_status(&exit, kill);
-        let number = exec.attempt();
         let reason = match status {
             TaskStatus::Cancelled => Some(self.stop_reason()),
             _ => describe_exit(&exit, status, kill, timeout),
@@ -341,10 +385,18 @@ impl RunState {
             record_exit(a, &exit, status, reason.clone(), now);
         }
         self.tasks[t].outputs = outputs;
-        let retryable =
-            status.is_failure() && !routed && self.stop.is_none() && number <= retry.attempts;
+        let interrupted = matches!(exit, Exit::Interrupted(_));
+        let counted = self.tasks[t].main.counted_attempts();
+        let retryable = status.is_failure()
+            && !routed
+            && self.stop.is_none()
+            && (interrupted || counted <= retry.attempts);
         if retryable {
-            let delay = retry.delay_after(number);
+            let delay = if interrupted {
+                Duration::ZERO
+            } else {
+                retry.delay_after(counted)
+            };
             let state = &mut self.tasks[t];
             state.main.status = TaskStatus::Pending;
             state.main.reason = reason;
@@ -480,7 +532,8 @@ impl RunState {
     }
 
     fn make_ready(&mut self, t: TaskId, now: Timestamp, out: &mut Vec<Decision>) {
-        let first = self.tasks[t].main.attempts.is_empty();
+        let main = &self.tasks[t].main;
+        let first = main.attempts.len() == main.earlier_attempts as usize;
         if first {
             match render::condition(self, t) {
                 Ok(true) => {}
@@ -519,6 +572,7 @@ impl RunState {
                 agent: None,
                 started_at: Some(now),
                 finished_at: Some(now),
+                interrupted: false,
             });
             self.finish_main(t, TaskStatus::Succeeded, None, out);
             return;
@@ -747,6 +801,7 @@ fn new_attempt(number: u32) -> Attempt {
         agent: None,
         started_at: None,
         finished_at: None,
+        interrupted: false,
     }
 }
 
@@ -756,6 +811,7 @@ fn attempt_status(exit: &Exit, kill: Option<KillReason>) -> TaskStatus {
         (Exit::Code(0), _) => TaskStatus::Succeeded,
         (Exit::Lost, _) => TaskStatus::Lost,
         (_, Some(KillReason::Stop)) => TaskStatus::Cancelled,
+        (Exit::Interrupted(_), _) => TaskStatus::Lost,
         _ => TaskStatus::Failed,
     }
 }
@@ -780,6 +836,7 @@ fn describe_exit(
         (_, Exit::Signal(s)) => Some(format!("killed by signal {s}")),
         (_, Exit::Error(e)) => Some(e.clone()),
         (_, Exit::Lost) => Some("lost: its lease expired".into()),
+        (_, Exit::Interrupted(why)) => Some(format!("interrupted: {why}")),
     }
 }
 
@@ -796,6 +853,7 @@ fn record_exit(
     match exit {
         Exit::Code(c) => a.exit_code = Some(*c),
         Exit::Signal(s) => a.signal = Some(*s),
+        Exit::Interrupted(_) => a.interrupted = true,
         Exit::Error(_) | Exit::Lost => {}
     }
 }

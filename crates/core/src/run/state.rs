@@ -116,6 +116,10 @@ pub struct Attempt {
     pub agent: Option<String>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// Ended by the scheduler's own interruption (a server restart), not by
+    /// the task: it does not count against the retry budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// One line of execution of a task: its main work, or its undo.
@@ -127,6 +131,14 @@ pub struct Exec {
     pub reason: Option<String>,
     pub kill: Option<KillReason>,
     pub deadline: Option<Timestamp>,
+    /// Attempts made before the run was last retried as a whole: the retry
+    /// budget counts only the attempts after them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Exec {
@@ -137,7 +149,18 @@ impl Exec {
             reason: None,
             kill: None,
             deadline: None,
+            earlier_attempts: 0,
         }
+    }
+
+    /// Attempts that count against the retry budget: those since the run was
+    /// last retried, less the ones the scheduler interrupted.
+    pub(crate) fn counted_attempts(&self) -> u32 {
+        let since = self.attempts.len().min(self.earlier_attempts as usize);
+        self.attempts[since..]
+            .iter()
+            .filter(|a| !a.interrupted)
+            .count() as u32
     }
 
     pub fn attempt(&self) -> u32 {
@@ -354,7 +377,7 @@ impl RunState {
     /// Derives the bookkeeping that is not saved (counters, reverse links,
     /// timers) from the saved state, so a restored run cannot disagree with
     /// itself.
-    fn rebuild(&mut self) {
+    pub(super) fn rebuild(&mut self) {
         let job = Arc::clone(&self.job);
         let main_open = |s: &RunState, t: TaskId| !s.tasks[t].main.status.is_terminal();
         let undo_open = |s: &RunState, t: TaskId| {

@@ -518,6 +518,123 @@ fn lost_attempts_are_retried_then_fail() {
 }
 
 #[test]
+fn interrupted_attempts_run_again_outside_the_retry_budget() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, retry: 1}\n");
+    for _ in 0..3 {
+        sim.finish_phase(
+            "a",
+            Phase::Main,
+            Exit::Interrupted("server restarted".into()),
+            &[],
+        );
+    }
+    assert_eq!(sim.status("a"), TaskStatus::Running, "never out of budget");
+    sim.finish("a", 1);
+    assert_eq!(sim.status("a"), TaskStatus::Running, "the one real retry");
+    sim.finish("a", 1);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+    let attempts = &sim.run.tasks[0].main.attempts;
+    assert_eq!(attempts.len(), 5);
+    assert!(
+        attempts[..3]
+            .iter()
+            .all(|a| a.interrupted && a.status == TaskStatus::Lost)
+    );
+    assert_eq!(
+        attempts[0].reason.as_deref(),
+        Some("interrupted: server restarted")
+    );
+}
+
+#[test]
+fn interrupted_while_stopping_is_cancelled() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x}\n");
+    sim.apply(Event::Cancel {
+        reason: "by user".into(),
+        force: false,
+    });
+    sim.finish_phase(
+        "a",
+        Phase::Main,
+        Exit::Interrupted("server restarted".into()),
+        &[],
+    );
+    assert_eq!(sim.status("a"), TaskStatus::Cancelled);
+    assert_eq!(sim.run.status, RunStatus::Cancelled);
+}
+
+/// Finishes a retried run's reset and start, as a driver would.
+fn restart(sim: &mut Sim) -> usize {
+    let again = sim.run.reset_for_retry().expect("retryable");
+    assert_eq!(sim.run.status, RunStatus::Queued);
+    sim.apply(Event::Start);
+    again
+}
+
+#[test]
+fn retry_reruns_only_what_did_not_succeed() {
+    let mut sim = Sim::new(
+        "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x, needs: [a], retry: 1}\n   c: {run: x, needs: [b]}\n   side: {run: x}\n",
+    );
+    sim.finish_phase("a", Phase::Main, Exit::Code(0), &[("v", "kept")]);
+    sim.finish("side", 0);
+    sim.finish("b", 1);
+    sim.finish("b", 1);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+    assert_eq!(sim.status("c"), TaskStatus::Skipped);
+    assert!(matches!(sim.run.reset_for_retry(), Ok(2)));
+    sim.apply(Event::Start);
+    assert_eq!(sim.running(), vec!["b"], "a and side keep their results");
+    assert_eq!(
+        sim.run.tasks[0].outputs.get("v").map(String::as_str),
+        Some("kept")
+    );
+    sim.finish("b", 1);
+    assert_eq!(sim.status("b"), TaskStatus::Running, "a fresh retry budget");
+    assert_eq!(sim.run.tasks[1].main.attempt(), 4, "attempt numbers go on");
+    sim.finish("b", 0);
+    sim.finish("c", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+    assert_eq!(sim.started.iter().filter(|(n, _)| n == "a").count(), 1);
+}
+
+#[test]
+fn retry_reruns_tasks_that_compensation_undid() {
+    let mut sim =
+        Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, undo: ua}\n   b: {run: x, needs: [a]}\n");
+    sim.finish("a", 0);
+    sim.finish("b", 1);
+    sim.finish_phase("a", Phase::Undo, Exit::Code(0), &[]);
+    assert_eq!(sim.run.status, RunStatus::Failed);
+    assert_eq!(restart(&mut sim), 2);
+    assert_eq!(sim.running(), vec!["a"]);
+    assert!(sim.run.tasks[0].undo.is_none());
+}
+
+#[test]
+fn retry_refuses_running_and_succeeded_runs() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x}\n");
+    assert_eq!(sim.run.reset_for_retry(), Err(EventError::Unfinished));
+    sim.finish("a", 0);
+    assert_eq!(sim.run.reset_for_retry(), Err(EventError::Succeeded));
+}
+
+#[test]
+fn a_cancelled_run_retries_its_cancelled_tasks() {
+    let mut sim = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x, needs: [a]}\n");
+    sim.apply(Event::Cancel {
+        reason: "by user".into(),
+        force: false,
+    });
+    sim.finish_phase("a", Phase::Main, Exit::Signal(15), &[]);
+    assert_eq!(sim.run.status, RunStatus::Cancelled);
+    assert_eq!(restart(&mut sim), 2);
+    sim.finish("a", 0);
+    sim.finish("b", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+}
+
+#[test]
 fn join_points_succeed_at_once() {
     let mut sim = Sim::new(
         "jobs:\n j:\n  tasks:\n   a: {run: x}\n   b: {run: x}\n   join: {needs: [a, b]}\n   after: {run: x, needs: [join]}\n",
