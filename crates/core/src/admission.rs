@@ -10,9 +10,32 @@
 //! no wait list. Waiting runs start highest priority first, then first come
 //! first served. A run scheduled for later takes no room until it is due.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
+use minijinja::Value;
 
 use crate::model::{Job, QueuePolicy, QueueStrategy};
+use crate::template::{self, Flavor, TemplateError};
+
+/// The key that splits a job's runs into lanes: its `concurrency_key`
+/// rendered with the run's params, or `None` (one lane for the job).
+pub fn concurrency_key(
+    job: &Job,
+    params: &BTreeMap<String, String>,
+) -> Result<Option<String>, TemplateError> {
+    let Some(source) = &job.concurrency_key else {
+        return Ok(None);
+    };
+    let ctx = Value::from_pairs([
+        (
+            "params",
+            Value::from_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ),
+        ("job", Value::from_pairs([("name", job.name.as_str())])),
+    ]);
+    template::render(Flavor::Text, source, &ctx).map(Some)
+}
 
 /// A run that has not started: waiting for room, or for its time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +186,19 @@ pub fn wait_reason(limits: Limits, lane: &Lane, id: &str, now: Timestamp) -> Opt
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn concurrency_keys_render_from_params() {
+        let file = crate::parse_job_file(
+            "t.yml",
+            "jobs:\n deploy:\n  concurrency: 1\n  concurrency_key: 'env-{{ params.env }}'\n  params:\n   env: {default: prod}\n  tasks:\n   a: {run: x}\n plain:\n  tasks:\n   a: {run: x}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let params = BTreeMap::from([("env".to_owned(), "staging".to_owned())]);
+        let key = concurrency_key(&file.jobs[0], &params).ok().flatten();
+        assert_eq!(key.as_deref(), Some("env-staging"));
+        assert_eq!(concurrency_key(&file.jobs[1], &params).ok(), Some(None));
+    }
 
     proptest! {
         /// Random submissions (with priorities) and finishes against one lane:

@@ -8,6 +8,7 @@
 pub mod admission;
 mod decode;
 pub mod diag;
+pub mod graph;
 pub mod model;
 mod parse;
 mod shell;

@@ -6,12 +6,17 @@
 //! and every input reaches it as an event. Today it drives `ganger run`;
 //! the server drives the same core through the same kind of loop.
 
+mod attempt;
 mod local;
 mod observer;
+mod service;
 mod workdir;
 
 pub use local::{Control, LocalConfig, run_local};
 pub use observer::Observer;
+pub use service::{
+    AgentReport, Assignment, Engine, EngineConfig, EngineError, KillOrder, LogEvent,
+};
 pub use workdir::Workdir;
 
 /// A run id that is unique on this machine and sorts by creation time.

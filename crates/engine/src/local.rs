@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ganger_core::model::TaskId;
-use ganger_core::run::{Decision, Event, ExecSpec, Exit, Phase, RunState, TaskSpec};
-use ganger_executor::{KillMode, LogLine, LogSink, ProcessSpec, Termination};
+use ganger_core::run::{Decision, Event, Exit, Phase, RunState, TaskSpec};
+use ganger_executor::{KillMode, LogLine, LogSink};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
+use crate::attempt::{self, Settings};
 use crate::observer::Observer;
 use crate::workdir::Workdir;
-
-/// Variables of ganger's own that tasks must not inherit: credentials.
-const WITHHELD_ENV: &[&str] = &["GANGER_TOKEN", "GANGER_AGENT_TOKEN"];
 
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
@@ -76,7 +74,7 @@ struct Driver {
     ready: VecDeque<Box<TaskSpec>>,
     running: HashMap<(TaskId, Phase), watch::Sender<Option<KillMode>>>,
     reports: mpsc::UnboundedSender<Report>,
-    base_env: Vec<(String, String)>,
+    settings: Settings,
 }
 
 /// Runs `run` to its end and returns its final state.
@@ -87,12 +85,7 @@ pub async fn run_local(
     mut control: mpsc::Receiver<Control>,
 ) -> RunState {
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
-    let base_env = config
-        .base_env
-        .iter()
-        .filter(|(k, _)| !WITHHELD_ENV.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let settings = Settings::new(config.kill_grace, config.log_cap, config.base_env.clone());
     let mut d = Driver {
         run,
         config,
@@ -100,7 +93,7 @@ pub async fn run_local(
         ready: VecDeque::new(),
         running: HashMap::new(),
         reports,
-        base_env,
+        settings,
     };
     d.apply(Event::Start);
     let mut control_open = true;
@@ -197,34 +190,6 @@ impl Driver {
 
     fn start(&mut self, spec: Box<TaskSpec>) {
         let (task, attempt, phase) = (spec.task, spec.attempt, spec.phase);
-        let script = match spec.executor {
-            ExecSpec::Process { script } => script,
-            other => {
-                let msg = format!(
-                    "executor `{}` is not available in this version of ganger; only `process` tasks run",
-                    other.name()
-                );
-                return self.apply(Event::TaskFinished {
-                    task,
-                    attempt,
-                    phase,
-                    exit: Exit::Error(msg),
-                    outputs: BTreeMap::new(),
-                });
-            }
-        };
-        let wd = &self.config.workdir;
-        let mut env = self.base_env.clone();
-        env.extend(spec.env);
-        let process = ProcessSpec {
-            script,
-            env,
-            workspace: wd.workspace(&spec.name),
-            log_path: wd.log(&spec.name, attempt, phase),
-            output_path: wd.output(&spec.name, attempt, phase),
-            kill_grace: self.config.kill_grace,
-            log_cap: self.config.log_cap,
-        };
         let sink = Arc::new(TaskLines {
             observer: Arc::clone(&self.observer),
             task: spec.name.clone(),
@@ -241,34 +206,28 @@ impl Driver {
             agent: None,
         });
         let reports = self.reports.clone();
+        let workdir = self.config.workdir.clone();
+        let settings = self.settings.clone();
         // Each attempt lives in its own task: posix_spawn holds the calling
         // thread until the child has exec'd, and the loop must not wait for
         // that, or slots would start one after another instead of together.
         tokio::spawn(async move {
-            let (exit, outputs, warnings) = match ganger_executor::spawn(process, sink) {
-                Ok(child) => {
-                    let _ = reports.send(Report::Started {
-                        task,
-                        attempt,
-                        phase,
-                    });
-                    let outcome = child.wait(kill_rx).await;
-                    let exit = match outcome.termination {
-                        Termination::Exited(code) => Exit::Code(code),
-                        Termination::Signaled(sig) => Exit::Signal(sig),
-                        Termination::FailedToStart(msg) => Exit::Error(msg),
-                    };
-                    (exit, outcome.outputs, outcome.warnings)
-                }
-                Err(e) => (Exit::Error(e.to_string()), BTreeMap::new(), Vec::new()),
-            };
+            let started = reports.clone();
+            let ended = attempt::run(*spec, &workdir, &settings, sink, kill_rx, move || {
+                let _ = started.send(Report::Started {
+                    task,
+                    attempt,
+                    phase,
+                });
+            })
+            .await;
             let _ = reports.send(Report::Finished {
                 task,
                 attempt,
                 phase,
-                exit,
-                outputs,
-                warnings,
+                exit: ended.exit,
+                outputs: ended.outputs,
+                warnings: ended.warnings,
             });
         });
     }

@@ -49,6 +49,8 @@ pub enum StoreError {
     #[error("{op}: no run with id {id:?}")]
     RunNotFound { op: &'static str, id: String },
 
+    /// The id is taken by a stored run, or by an earlier run of the same
+    /// [`Store::insert_runs`](crate::Store::insert_runs) call.
     #[error("insert run: a run with id {id:?} already exists")]
     DuplicateRun { id: String },
 
@@ -65,6 +67,12 @@ pub enum StoreError {
     /// the database was changed by something other than this store.
     #[error("{op}: stored data is corrupt: {detail}")]
     Corrupt { op: String, detail: String },
+
+    /// A backend broke its own contract (e.g. answered a different number
+    /// of outcomes than it was given inputs): a bug in the store, not in the
+    /// data or the caller.
+    #[error("{op}: internal store error: {detail}")]
+    Internal { op: &'static str, detail: String },
 
     /// A thread panicked while holding the memory store's lock; its state
     /// may be half-changed, so it is not used any more.

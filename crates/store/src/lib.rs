@@ -31,19 +31,27 @@
 //!
 //! # Invariants
 //!
-//! - **One transaction per batch.** [`Store::commit`] applies all run
-//!   updates, new claimables and removed claimables of one engine tick
-//!   together or not at all; so does [`Store::put_jobs`] for one upload.
-//!   SQLite starts every write transaction with `BEGIN IMMEDIATE`, so it takes
-//!   the write lock up front and waits for it (busy timeout) instead of
-//!   failing on a read-to-write upgrade.
+//! - **One transaction per call.** [`Store::commit`] applies all run
+//!   updates, new claimables, removed claimables and claims of one engine
+//!   tick together or not at all; so does [`Store::insert_runs`] for a group
+//!   of submissions (group commit: one transaction, one fsync) and
+//!   [`Store::put_jobs`] for one upload. SQLite starts every write
+//!   transaction with `BEGIN IMMEDIATE`, so it takes the write lock up front
+//!   and waits for it (busy timeout) instead of failing on a read-to-write
+//!   upgrade.
+//! - **One implementation per operation.** [`Store::insert_run`] is
+//!   [`Store::insert_runs`] of one run and [`Store::claim`] is
+//!   [`Store::commit`] of a batch holding only that request (provided
+//!   methods), so a backend has one insert path and one claim path, and a
+//!   claim behaves the same alone or inside a tick.
 //! - **A claimable is claimed by at most one agent at a time.** A claim only
 //!   takes rows that are unclaimed at the moment of the write (guarded by
 //!   `agent IS NULL` in the same statement), under the write lock. Claims end
 //!   by [`Store::release`], by removal ([`Batch::done`]), or by re-offering
 //!   the key with a new attempt number (see [`Batch::ready`]).
-//! - **Exactly-once enqueue.** Two [`Store::insert_run`] calls with the same
-//!   idempotency key create one run, whatever the interleaving.
+//! - **Exactly-once enqueue.** Two inserts with the same idempotency key
+//!   create one run, whatever the interleaving, and whether they come in
+//!   separate calls or in one [`Store::insert_runs`] call.
 //! - Nothing is half-written: an error rolls the whole call back.
 
 mod error;
@@ -99,7 +107,7 @@ pub struct NewRun {
     pub state_json: String,
 }
 
-/// The outcome of [`Store::insert_run`].
+/// The outcome of inserting one run ([`Store::insert_runs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inserted {
     /// The run was written with this sequence number.
@@ -193,7 +201,9 @@ pub struct Claimable {
 }
 
 /// All changes of one engine tick, applied in one transaction by
-/// [`Store::commit`], in this order: `runs`, then `ready`, then `done`.
+/// [`Store::commit`], in this order: `runs`, then `ready`, then `done`, then
+/// `claims`. Each part sees the effects of the parts before it (a claim can
+/// take a claimable offered in the same batch, not one removed by it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
     /// Runs to update; each must exist.
@@ -206,11 +216,19 @@ pub struct Batch {
     pub ready: Vec<Claimable>,
     /// Claimables to remove (finished, cancelled); absent keys are ignored.
     pub done: Vec<TaskKey>,
+    /// Claims to make, in order, each seeing the claims made by the ones
+    /// before it (so two requests never get the same claimable). Same rules
+    /// as [`Store::claim`]; [`Store::commit`] answers one list per request.
+    pub claims: Vec<ClaimRequest>,
 }
 
 impl Batch {
+    /// True when the batch changes nothing and asks for nothing.
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty() && self.ready.is_empty() && self.done.is_empty()
+        self.runs.is_empty()
+            && self.ready.is_empty()
+            && self.done.is_empty()
+            && self.claims.is_empty()
     }
 }
 
@@ -263,11 +281,27 @@ pub trait Store: Send + Sync {
     /// The latest version of every job, by name.
     async fn jobs(&self) -> Result<Vec<JobVersion>>;
 
-    /// Inserts a run with status `"queued"`, unless a run with the same
-    /// idempotency key exists (keys are global, not per job): then nothing
-    /// is written and its id returned.
-    /// An existing run id (without such a key) is [`StoreError::DuplicateRun`].
-    async fn insert_run(&self, run: NewRun) -> Result<Inserted>;
+    /// Inserts runs with status `"queued"` in one transaction (group
+    /// commit) and answers one [`Inserted`] per run, in order. Per run, in
+    /// order: when a run with the same idempotency key exists (keys are
+    /// global, not per job), including an earlier run of this call, nothing
+    /// is written for it and that run's id is returned
+    /// ([`Inserted::Existing`]); otherwise it is written
+    /// ([`Inserted::Created`]). A run id that is taken (without such a key),
+    /// by a stored run or an earlier run of this call, is
+    /// [`StoreError::DuplicateRun`] and an empty id is
+    /// [`StoreError::Invalid`]; either fails the whole call and nothing is
+    /// written. An empty list writes nothing.
+    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>>;
+
+    /// [`Store::insert_runs`] of one run.
+    async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
+        single("insert run", self.insert_runs(vec![run]).await?)
+    }
+
+    /// The id of the run with this idempotency key, if any. A read: it lets
+    /// a repeated submission be answered without a write transaction.
+    async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>>;
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>>;
 
@@ -285,14 +319,29 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Page<RunSummary>>;
 
-    /// Applies one batch in one transaction (see [`Batch`]).
-    async fn commit(&self, batch: Batch) -> Result<()>;
+    /// Applies one batch in one transaction (see [`Batch`]) and returns
+    /// what each of its claim requests got: one list per request of
+    /// [`Batch::claims`], in order, each as [`Store::claim`] would answer.
+    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>>;
 
     /// Claims up to `max` unclaimed claimables with `ready_at <= now`, whose
     /// executor is in `executors` and whose every tag the labels satisfy,
     /// highest priority first, then in order of first offer. Returned in
-    /// that order.
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>>;
+    /// that order. The same as [`Store::commit`] of a batch holding only
+    /// this request.
+    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        let batch = Batch {
+            claims: vec![req],
+            ..Batch::default()
+        };
+        single("claim", self.commit(batch).await?)
+    }
+
+    /// Every claim the agent holds, in claim order (highest priority first,
+    /// then in order of first offer), expired leases included: what a
+    /// restarted engine uses to find its own agent's claims and count the
+    /// slots in use.
+    async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>>;
 
     /// Sets the lease of every claim the agent holds to `lease_until`, never
     /// shortening one (a late, reordered heartbeat must not cut a lease).
@@ -314,7 +363,9 @@ pub trait Store: Send + Sync {
 }
 
 // Forwarding impls, so `Arc<dyn Store>`, `Arc<SqliteStore>` and `Box<dyn
-// Store>` can be passed wherever an `S: Store` is expected.
+// Store>` can be passed wherever an `S: Store` is expected. The provided
+// methods are forwarded too, so a pointer behaves exactly like its target
+// even if the target overrides them.
 macro_rules! forward_store {
     ($ptr:ident) => {
         #[async_trait::async_trait]
@@ -332,8 +383,14 @@ macro_rules! forward_store {
             async fn jobs(&self) -> Result<Vec<JobVersion>> {
                 (**self).jobs().await
             }
+            async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
+                (**self).insert_runs(runs).await
+            }
             async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
                 (**self).insert_run(run).await
+            }
+            async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>> {
+                (**self).run_for_key(idempotency_key).await
             }
             async fn run(&self, id: &str) -> Result<Option<RunRow>> {
                 (**self).run(id).await
@@ -349,11 +406,14 @@ macro_rules! forward_store {
             ) -> Result<Page<RunSummary>> {
                 (**self).list_runs(filter, cursor, limit).await
             }
-            async fn commit(&self, batch: Batch) -> Result<()> {
+            async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
                 (**self).commit(batch).await
             }
             async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
                 (**self).claim(req).await
+            }
+            async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>> {
+                (**self).claims_of(agent).await
             }
             async fn renew(&self, agent: &str, lease_until: i64) -> Result<u64> {
                 (**self).renew(agent, lease_until).await
@@ -392,6 +452,21 @@ pub fn tags_match(tags: &[String], labels: &[String]) -> bool {
                     .is_some_and(|rest| rest.starts_with('='))
         })
     })
+}
+
+/// The one answer of a provided method that wraps a batch method around a
+/// single input; any other count is a backend bug.
+fn single<T>(op: &'static str, mut answers: Vec<T>) -> Result<T> {
+    match (answers.pop(), answers.is_empty()) {
+        (Some(answer), true) => Ok(answer),
+        (answer, _) => Err(StoreError::Internal {
+            op,
+            detail: format!(
+                "{} answers for one input",
+                answers.len() + usize::from(answer.is_some())
+            ),
+        }),
+    }
 }
 
 // Cursors are opaque to clients; the prefix versions the format so it can

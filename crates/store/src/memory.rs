@@ -5,10 +5,13 @@
 //! One mutex guards everything, which makes each method trivially atomic.
 //! No method awaits while holding it, so a std mutex is right.
 //! Methods that can fail check everything before changing anything, so an
-//! error leaves the state untouched (the equivalent of a rollback).
+//! error leaves the state untouched (the equivalent of a rollback):
+//! [`Store::insert_runs`] decides every run's outcome before writing the
+//! first, and [`Store::commit`] validates runs and offers before applying
+//! any part (claims, applied last, cannot fail).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
@@ -122,6 +125,64 @@ impl Inner {
         }
     }
 
+    fn add_run(&mut self, seq: i64, run: NewRun) {
+        if let Some(key) = &run.idempotency_key {
+            self.idempotency.insert(key.clone(), run.id.clone());
+        }
+        self.run_seq.insert(run.id.clone(), seq);
+        self.runs.insert(
+            seq,
+            RunRow {
+                summary: RunSummary {
+                    id: run.id,
+                    seq,
+                    job: run.job,
+                    version: run.version,
+                    status: "queued".into(),
+                    priority: run.priority,
+                    concurrency_key: run.concurrency_key,
+                    idempotency_key: run.idempotency_key,
+                    scheduled_at: run.scheduled_at,
+                    created_at: run.created_at,
+                    started_at: None,
+                    finished_at: None,
+                    reason: None,
+                },
+                params_json: run.params_json,
+                state_json: run.state_json,
+            },
+        );
+    }
+
+    /// The one claim path (see [`Store::claim`]): walks the unclaimed index
+    /// in claim order and takes the first `max` matches.
+    fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {
+        let picked: Vec<(ClaimOrder, TaskKey)> = self
+            .unclaimed
+            .iter()
+            .filter(|(_, key)| {
+                self.claimables.get(*key).is_some_and(|slot| {
+                    let c = &slot.claimable;
+                    c.ready_at <= req.now
+                        && req.executors.contains(&c.executor)
+                        && tags_match(&c.tags, &req.labels)
+                })
+            })
+            .take(req.max as usize)
+            .map(|(order, key)| (*order, key.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(picked.len());
+        for (order, key) in picked {
+            self.unclaimed.remove(&order);
+            self.claimed.insert(order.1, key.clone());
+            if let Some(slot) = self.claimables.get_mut(&key) {
+                slot.claim = Some((req.agent.clone(), req.lease_until));
+                out.extend(claimed_of(slot));
+            }
+        }
+        out
+    }
+
     fn claimed_slots(&self) -> impl Iterator<Item = &Slot> {
         self.claimed
             .values()
@@ -202,46 +263,46 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
-        check_new_run(&run)?;
-        let mut inner = self.lock("insert run")?;
-        if let Some(key) = &run.idempotency_key
-            && let Some(id) = inner.idempotency.get(key)
-        {
-            return Ok(Inserted::Existing { id: id.clone() });
+    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
+        let mut inner = self.lock("insert runs")?;
+        // Decide every outcome before writing anything (atomicity). Keys and
+        // ids taken by earlier runs of this call count as stored.
+        let mut new_keys: HashMap<&str, &str> = HashMap::new();
+        let mut new_ids: HashSet<&str> = HashSet::new();
+        let mut seq = inner.last_run_seq;
+        let mut out = Vec::with_capacity(runs.len());
+        for run in &runs {
+            check_new_run(run)?;
+            if let Some(key) = run.idempotency_key.as_deref() {
+                let existing = inner
+                    .idempotency
+                    .get(key)
+                    .map(String::as_str)
+                    .or_else(|| new_keys.get(key).copied());
+                if let Some(id) = existing {
+                    out.push(Inserted::Existing { id: id.to_owned() });
+                    continue;
+                }
+                new_keys.insert(key, &run.id);
+            }
+            if inner.run_seq.contains_key(&run.id) || !new_ids.insert(&run.id) {
+                return Err(StoreError::DuplicateRun { id: run.id.clone() });
+            }
+            seq += 1;
+            out.push(Inserted::Created { seq });
         }
-        if inner.run_seq.contains_key(&run.id) {
-            return Err(StoreError::DuplicateRun { id: run.id });
+        for (run, outcome) in runs.into_iter().zip(&out) {
+            if let Inserted::Created { seq } = *outcome {
+                inner.add_run(seq, run);
+            }
         }
-        inner.last_run_seq += 1;
-        let seq = inner.last_run_seq;
-        if let Some(key) = &run.idempotency_key {
-            inner.idempotency.insert(key.clone(), run.id.clone());
-        }
-        inner.run_seq.insert(run.id.clone(), seq);
-        inner.runs.insert(
-            seq,
-            RunRow {
-                summary: RunSummary {
-                    id: run.id,
-                    seq,
-                    job: run.job,
-                    version: run.version,
-                    status: "queued".into(),
-                    priority: run.priority,
-                    concurrency_key: run.concurrency_key,
-                    idempotency_key: run.idempotency_key,
-                    scheduled_at: run.scheduled_at,
-                    created_at: run.created_at,
-                    started_at: None,
-                    finished_at: None,
-                    reason: None,
-                },
-                params_json: run.params_json,
-                state_json: run.state_json,
-            },
-        );
-        Ok(Inserted::Created { seq })
+        inner.last_run_seq = seq;
+        Ok(out)
+    }
+
+    async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>> {
+        let inner = self.lock("get run by idempotency key")?;
+        Ok(inner.idempotency.get(idempotency_key).cloned())
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>> {
@@ -297,7 +358,7 @@ impl Store for MemoryStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn commit(&self, batch: Batch) -> Result<()> {
+    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
         let mut inner = self.lock("commit batch")?;
         // Validate the whole batch before the first change (atomicity).
         for u in &batch.runs {
@@ -334,35 +395,20 @@ impl Store for MemoryStore {
         for key in &batch.done {
             inner.remove_claimable(key);
         }
-        Ok(())
+        Ok(batch.claims.iter().map(|req| inner.claim(req)).collect())
     }
 
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        let mut inner = self.lock("claim")?;
-        let picked: Vec<(ClaimOrder, TaskKey)> = inner
-            .unclaimed
-            .iter()
-            .filter(|(_, key)| {
-                inner.claimables.get(*key).is_some_and(|slot| {
-                    let c = &slot.claimable;
-                    c.ready_at <= req.now
-                        && req.executors.contains(&c.executor)
-                        && tags_match(&c.tags, &req.labels)
-                })
+    async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>> {
+        let inner = self.lock("list claims of agent")?;
+        let mut out: Vec<(ClaimOrder, Claimed)> = inner
+            .claimed_slots()
+            .filter_map(|s| {
+                let c = claimed_of(s)?;
+                (c.agent == agent).then_some(((Reverse(c.claimable.priority), s.seq), c))
             })
-            .take(req.max as usize)
-            .map(|(order, key)| (*order, key.clone()))
             .collect();
-        let mut out = Vec::with_capacity(picked.len());
-        for (order, key) in picked {
-            inner.unclaimed.remove(&order);
-            inner.claimed.insert(order.1, key.clone());
-            if let Some(slot) = inner.claimables.get_mut(&key) {
-                slot.claim = Some((req.agent.clone(), req.lease_until));
-                out.extend(claimed_of(slot));
-            }
-        }
-        Ok(out)
+        out.sort_by_key(|(order, _)| *order);
+        Ok(out.into_iter().map(|(_, c)| c).collect())
     }
 
     async fn renew(&self, agent: &str, lease_until: i64) -> Result<u64> {

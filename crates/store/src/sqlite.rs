@@ -10,6 +10,11 @@
 //! still starts with `BEGIN IMMEDIATE`, so it is also correct against
 //! writers in other pools or processes: it takes the write lock first and
 //! waits for it (busy timeout) instead of failing on a read-to-write upgrade.
+//!
+//! Each write operation has one body, a function over the open transaction
+//! (`&mut SqliteConnection`): [`Store::insert_runs`] runs `insert_one` per
+//! run and [`Store::commit`] runs `claim_in` per claim request, so group
+//! commit and single calls share the same SQL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +23,7 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder, Sqlite, Transaction};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, Transaction};
 
 use crate::error::BoxError;
 use crate::{
@@ -313,6 +318,131 @@ struct TokenRecord {
     created_at: i64,
 }
 
+/// Inserts one run inside the caller's write transaction (see
+/// [`Store::insert_runs`]); the caller commits or, on error, rolls back.
+async fn insert_one(conn: &mut SqliteConnection, run: &NewRun) -> Result<Inserted> {
+    const OP: &str = "insert run";
+    // Checked here, after earlier runs of the call were written, like
+    // `put_jobs`: an error rolls all of them back.
+    check_new_run(run)?;
+    // The unique index decides, not a prior lookup: the same statement
+    // works unchanged where writers are not serialized (PostgreSQL). It also
+    // sees the earlier runs of the same transaction, so a key repeated
+    // within one call answers the first run's id.
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO runs (id, job, version, status, priority, concurrency_key, \
+         idempotency_key, scheduled_at, created_at, params_json, state_json) \
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING seq",
+    )
+    .bind(&run.id)
+    .bind(&run.job)
+    .bind(i64::from(run.version))
+    .bind(run.priority)
+    .bind(&run.concurrency_key)
+    .bind(&run.idempotency_key)
+    .bind(run.scheduled_at)
+    .bind(run.created_at)
+    .bind(&run.params_json)
+    .bind(&run.state_json)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::DuplicateRun { id: run.id.clone() }
+        } else {
+            db_err(format!("{OP} {:?}", run.id), e)
+        }
+    })?;
+    match (seq, &run.idempotency_key) {
+        (Some(seq), _) => Ok(Inserted::Created { seq }),
+        (None, Some(key)) => {
+            let id: String = sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_err(format!("{OP}: reading the run with key {key:?}"), e))?;
+            Ok(Inserted::Existing { id })
+        }
+        (None, None) => Err(corrupt(
+            OP,
+            format!(
+                "run {:?} without key was neither inserted nor refused",
+                run.id
+            ),
+        )),
+    }
+}
+
+/// A claim request that can take nothing, whatever is on offer.
+fn claim_is_void(req: &ClaimRequest) -> bool {
+    req.max == 0 || req.executors.is_empty()
+}
+
+/// The one claim path (see [`Store::claim`]), inside the caller's write
+/// transaction; it sees everything the transaction wrote before it.
+async fn claim_in(conn: &mut SqliteConnection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+    const OP: &str = "claim";
+    if claim_is_void(req) {
+        return Ok(Vec::new());
+    }
+    let max = req.max as usize;
+    // Walk the unclaimed rows in claim order (index `claimables_claim`,
+    // no sort) and stop as soon as `max` match; tags are matched in
+    // Rust because bare tags match any value.
+    let mut picked: Vec<i64> = Vec::with_capacity(max);
+    {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, tags FROM claimables WHERE agent IS NULL AND ready_at <= ",
+        );
+        qb.push_bind(req.now).push(" AND executor IN (");
+        let mut list = qb.separated(", ");
+        for e in &req.executors {
+            list.push_bind(e);
+        }
+        qb.push(") ORDER BY priority DESC, seq");
+        let mut rows = qb.build_query_as::<(i64, String)>().fetch(&mut *conn);
+        while let Some((seq, tags)) = rows.try_next().await.map_err(|e| db_err(OP, e))? {
+            if tags_match(&decode_tags(OP, seq, &tags)?, &req.labels) {
+                picked.push(seq);
+                if picked.len() == max {
+                    break;
+                }
+            }
+        }
+    }
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `agent IS NULL` again in the write itself: the guarantee that a
+    // row is never taken from another agent does not rest on the lock.
+    let mut qb = QueryBuilder::<Sqlite>::new("UPDATE claimables SET agent = ");
+    qb.push_bind(&req.agent)
+        .push(", lease_until = ")
+        .push_bind(req.lease_until)
+        .push(" WHERE agent IS NULL AND seq IN (");
+    let mut list = qb.separated(", ");
+    for seq in &picked {
+        list.push_bind(*seq);
+    }
+    qb.push(concat!(") RETURNING ", claim_columns!()));
+    let rows: Vec<ClaimRecord> = qb
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| db_err(format!("{OP} for agent {:?}", req.agent), e))?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let (priority, seq, Some(c)) = r.into_claimed(OP)? {
+            claimed.push((priority, seq, c));
+        }
+    }
+    // RETURNING has no defined order.
+    claimed.sort_by_key(|(priority, seq, _)| (std::cmp::Reverse(*priority), *seq));
+    Ok(claimed.into_iter().map(|(_, _, c)| c).collect())
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn put_jobs(&self, defs: Vec<JobDef>, now: i64) -> Result<Vec<JobVersion>> {
@@ -414,63 +544,28 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
-        const OP: &str = "insert run";
-        check_new_run(&run)?;
+    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
+        const OP: &str = "insert runs";
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write(OP).await?;
-        // The unique index decides, not a prior lookup: the same statement
-        // works unchanged where writers are not serialized (PostgreSQL).
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO runs (id, job, version, status, priority, concurrency_key, \
-             idempotency_key, scheduled_at, created_at, params_json, state_json) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-             RETURNING seq",
-        )
-        .bind(&run.id)
-        .bind(&run.job)
-        .bind(i64::from(run.version))
-        .bind(run.priority)
-        .bind(&run.concurrency_key)
-        .bind(&run.idempotency_key)
-        .bind(run.scheduled_at)
-        .bind(run.created_at)
-        .bind(&run.params_json)
-        .bind(&run.state_json)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::DuplicateRun { id: run.id.clone() }
-            } else {
-                db_err(format!("{OP} {:?}", run.id), e)
-            }
-        })?;
-        let inserted = match (seq, &run.idempotency_key) {
-            (Some(seq), _) => Inserted::Created { seq },
-            (None, Some(key)) => {
-                let id: String =
-                    sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = ?")
-                        .bind(key)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| {
-                            db_err(format!("{OP}: reading the run with key {key:?}"), e)
-                        })?;
-                Inserted::Existing { id }
-            }
-            (None, None) => {
-                return Err(corrupt(
-                    OP,
-                    format!(
-                        "run {:?} without key was neither inserted nor refused",
-                        run.id
-                    ),
-                ));
-            }
-        };
+        let mut out = Vec::with_capacity(runs.len());
+        for run in &runs {
+            // An error drops `tx`, which rolls back the earlier runs.
+            out.push(insert_one(&mut tx, run).await?);
+        }
         tx.commit().await.map_err(|e| db_err(OP, e))?;
-        Ok(inserted)
+        Ok(out)
+    }
+
+    async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>> {
+        // Answered by the unique partial index `runs_idempotency`.
+        sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = ?")
+            .bind(idempotency_key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| db_err(format!("get the run with key {idempotency_key:?}"), e))
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>> {
@@ -549,10 +644,16 @@ impl Store for SqliteStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn commit(&self, batch: Batch) -> Result<()> {
+    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
         const OP: &str = "commit batch";
-        if batch.is_empty() {
-            return Ok(());
+        // Nothing to write and no claim that could take anything (agents
+        // poll with such requests too): no transaction, no write lock.
+        if batch.runs.is_empty()
+            && batch.ready.is_empty()
+            && batch.done.is_empty()
+            && batch.claims.iter().all(claim_is_void)
+        {
+            return Ok(vec![Vec::new(); batch.claims.len()]);
         }
         let mut tx = self.begin_write(OP).await?;
         for u in &batch.runs {
@@ -621,70 +722,31 @@ impl Store for SqliteStore {
                 .await
                 .map_err(|e| db_err(format!("{OP}: removing task {key}"), e))?;
         }
-        tx.commit().await.map_err(|e| db_err(OP, e))
-    }
-
-    async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
-        const OP: &str = "claim";
-        if req.max == 0 || req.executors.is_empty() {
-            return Ok(Vec::new());
-        }
-        let max = req.max as usize;
-        let mut tx = self.begin_write(OP).await?;
-        // Walk the unclaimed rows in claim order (index `claimables_claim`,
-        // no sort) and stop as soon as `max` match; tags are matched in
-        // Rust because bare tags match any value.
-        let mut picked: Vec<i64> = Vec::with_capacity(max);
-        {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT seq, tags FROM claimables WHERE agent IS NULL AND ready_at <= ",
-            );
-            qb.push_bind(req.now).push(" AND executor IN (");
-            let mut list = qb.separated(", ");
-            for e in &req.executors {
-                list.push_bind(e);
-            }
-            qb.push(") ORDER BY priority DESC, seq");
-            let mut rows = qb.build_query_as::<(i64, String)>().fetch(&mut *tx);
-            while let Some((seq, tags)) = rows.try_next().await.map_err(|e| db_err(OP, e))? {
-                if tags_match(&decode_tags(OP, seq, &tags)?, &req.labels) {
-                    picked.push(seq);
-                    if picked.len() == max {
-                        break;
-                    }
-                }
-            }
-        }
-        if picked.is_empty() {
-            return Ok(Vec::new()); // dropping `tx` ends the empty transaction
-        }
-        // `agent IS NULL` again in the write itself: the guarantee that a
-        // row is never taken from another agent does not rest on the lock.
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE claimables SET agent = ");
-        qb.push_bind(&req.agent)
-            .push(", lease_until = ")
-            .push_bind(req.lease_until)
-            .push(" WHERE agent IS NULL AND seq IN (");
-        let mut list = qb.separated(", ");
-        for seq in &picked {
-            list.push_bind(*seq);
-        }
-        qb.push(concat!(") RETURNING ", claim_columns!()));
-        let rows: Vec<ClaimRecord> = qb
-            .build_query_as()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| db_err(format!("{OP} for agent {:?}", req.agent), e))?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for r in rows {
-            if let (priority, seq, Some(c)) = r.into_claimed(OP)? {
-                claimed.push((priority, seq, c));
-            }
+        let mut claimed = Vec::with_capacity(batch.claims.len());
+        for req in &batch.claims {
+            claimed.push(claim_in(&mut tx, req).await?);
         }
         tx.commit().await.map_err(|e| db_err(OP, e))?;
-        // RETURNING has no defined order.
-        claimed.sort_by_key(|(priority, seq, _)| (std::cmp::Reverse(*priority), *seq));
-        Ok(claimed.into_iter().map(|(_, _, c)| c).collect())
+        Ok(claimed)
+    }
+
+    async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>> {
+        const OP: &str = "list claims of agent";
+        // Index `claimables_agent`, then a sort of this agent's few rows.
+        let rows: Vec<ClaimRecord> = sqlx::query_as(concat!(
+            "SELECT ",
+            claim_columns!(),
+            " FROM claimables WHERE agent = ? ORDER BY priority DESC, seq"
+        ))
+        .bind(agent)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_err(format!("{OP} {agent:?}"), e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.extend(r.into_claimed(OP)?.2);
+        }
+        Ok(out)
     }
 
     async fn renew(&self, agent: &str, lease_until: i64) -> Result<u64> {
@@ -840,6 +902,21 @@ mod tests {
         .await;
         assert!(claim.contains("claimables_claim"), "{claim}");
         assert!(!claim.contains("TEMP B-TREE"), "{claim}");
+
+        // `claims_of` and `run_for_key` are index lookups, not scans.
+        let claims_of = plan(
+            &store,
+            "EXPLAIN QUERY PLAN SELECT seq FROM claimables WHERE agent = 'a' \
+             ORDER BY priority DESC, seq",
+        )
+        .await;
+        assert!(claims_of.contains("claimables_agent"), "{claims_of}");
+        let by_key = plan(
+            &store,
+            "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE idempotency_key = 'k'",
+        )
+        .await;
+        assert!(by_key.contains("runs_idempotency"), "{by_key}");
 
         let unfinished = plan(
             &store,

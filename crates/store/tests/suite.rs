@@ -39,11 +39,16 @@ macro_rules! suite {
                 put_jobs_versioning,
                 put_jobs_is_atomic,
                 insert_run_is_idempotent,
+                insert_runs_groups_new_and_existing_keys,
+                failing_insert_runs_writes_nothing,
+                run_for_key_finds_the_keyed_run,
                 concurrent_inserts_with_one_key_create_one_run,
                 runs_round_trip_and_unfinished,
                 list_pages_with_cursors_across_inserts,
                 list_filters,
                 commit_applies_everything_or_nothing,
+                commit_claims_see_the_rest_of_the_batch,
+                claims_of_lists_an_agents_claims,
                 claim_order_is_priority_then_fifo,
                 claim_matches_tags_executors_and_time,
                 concurrent_claimers_never_share_a_task,
@@ -257,6 +262,148 @@ mod cases {
             .expect_err("an empty id must be refused");
         assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
         assert_eq!(s.unfinished().await.expect("unfinished").len(), 4);
+    }
+
+    /// One call, one transaction: new keys, stored keys, a key repeated
+    /// within the call and runs without keys, answered in order.
+    pub async fn insert_runs_groups_new_and_existing_keys<S: Store>(s: Arc<S>) {
+        let keyed = |id: &str, k: &str| NewRun {
+            idempotency_key: Some(k.into()),
+            ..new_run(id, "build")
+        };
+        let seq0 = created(&*s, keyed("r0", "k0")).await;
+        assert!(s.insert_runs(Vec::new()).await.expect("nothing").is_empty());
+
+        let out = s
+            .insert_runs(vec![
+                keyed("r1", "k1"),
+                keyed("r2", "k0"), // stored key
+                new_run("r3", "build"),
+                keyed("r4", "k1"), // key of r1, earlier in this call
+                keyed("r1", "k0"), // stored key wins over the taken id
+                keyed("r5", "k5"),
+            ])
+            .await
+            .expect("insert runs");
+        let seq = |i: usize| match out[i] {
+            Inserted::Created { seq } => seq,
+            ref other => panic!("run #{i}: expected a new run, got {other:?}"),
+        };
+        assert_eq!(out.len(), 6);
+        assert_eq!(out[1], Inserted::Existing { id: "r0".into() });
+        assert_eq!(out[3], Inserted::Existing { id: "r1".into() });
+        assert_eq!(out[4], Inserted::Existing { id: "r0".into() });
+        assert!(seq0 < seq(0) && seq(0) < seq(2) && seq(2) < seq(5));
+
+        for (id, present) in [("r1", true), ("r2", false), ("r3", true), ("r4", false)] {
+            assert_eq!(s.run(id).await.expect("get").is_some(), present, "{id}");
+        }
+        let r1 = s.run("r1").await.expect("get").expect("r1");
+        assert_eq!(
+            (
+                r1.summary.seq,
+                r1.summary.status.as_str(),
+                r1.summary.idempotency_key.as_deref()
+            ),
+            (seq(0), "queued", Some("k1"))
+        );
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 4);
+        // The keys stay taken for later calls.
+        assert_eq!(
+            s.insert_run(keyed("r6", "k5")).await.expect("repeat"),
+            Inserted::Existing { id: "r5".into() }
+        );
+    }
+
+    /// A bad run anywhere in the call (a taken id, stored or earlier in the
+    /// call; an empty id) fails it whole: not even its keys are taken.
+    pub async fn failing_insert_runs_writes_nothing<S: Store>(s: Arc<S>) {
+        let keyed = |id: &str, k: &str| NewRun {
+            idempotency_key: Some(k.into()),
+            ..new_run(id, "build")
+        };
+        let seq0 = created(&*s, new_run("r0", "build")).await;
+        let bad_calls = [
+            (
+                vec![
+                    keyed("a", "ka"),
+                    new_run("b", "build"),
+                    new_run("r0", "build"),
+                ],
+                "r0",
+            ),
+            (
+                vec![
+                    keyed("a", "ka"),
+                    new_run("b", "build"),
+                    new_run("a", "build"),
+                ],
+                "a",
+            ),
+        ];
+        for (runs, dup) in bad_calls {
+            let err = s.insert_runs(runs).await.expect_err("a taken id");
+            assert!(
+                matches!(err, StoreError::DuplicateRun { ref id } if id == dup),
+                "{err:?}"
+            );
+        }
+        let err = s
+            .insert_runs(vec![keyed("a", "ka"), new_run("", "build")])
+            .await
+            .expect_err("an empty id");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+
+        assert!(s.run("a").await.expect("get a").is_none());
+        assert!(s.run("b").await.expect("get b").is_none());
+        assert_eq!(s.run_for_key("ka").await.expect("key"), None);
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
+        // The same runs, minus the bad one, go in afterwards.
+        let out = s
+            .insert_runs(vec![keyed("a", "ka"), new_run("b", "build")])
+            .await
+            .expect("insert");
+        assert!(
+            matches!(out[..], [Inserted::Created { seq: a }, Inserted::Created { seq: b }] if seq0 < a && a < b),
+            "{out:?}"
+        );
+    }
+
+    pub async fn run_for_key_finds_the_keyed_run<S: Store>(s: Arc<S>) {
+        assert_eq!(s.run_for_key("k").await.expect("empty store"), None);
+        created(
+            &*s,
+            NewRun {
+                idempotency_key: Some("k".into()),
+                ..new_run("r1", "build")
+            },
+        )
+        .await;
+        created(&*s, new_run("r2", "build")).await;
+        assert_eq!(
+            s.run_for_key("k").await.expect("keyed"),
+            Some("r1".to_string())
+        );
+        assert_eq!(s.run_for_key("r1").await.expect("an id is no key"), None);
+        assert_eq!(s.run_for_key("").await.expect("empty key"), None);
+        // Still the first run's after a repeated submission, and after the
+        // run finished.
+        s.insert_run(NewRun {
+            idempotency_key: Some("k".into()),
+            ..new_run("r3", "build")
+        })
+        .await
+        .expect("repeat");
+        s.commit(Batch {
+            runs: vec![update("r1", "succeeded")],
+            ..Batch::default()
+        })
+        .await
+        .expect("finish");
+        assert_eq!(
+            s.run_for_key("k").await.expect("keyed"),
+            Some("r1".to_string())
+        );
     }
 
     pub async fn concurrent_inserts_with_one_key_create_one_run<S: Store + 'static>(s: Arc<S>) {
@@ -513,6 +660,7 @@ mod cases {
             runs: vec![update("r", "running"), update("ghost", "running")],
             ready: vec![offer("r", 1, 0)],
             done: vec![key("r", 0)],
+            claims: vec![request("a", 10)],
         };
         let err = s.commit(bad_update).await.expect_err("unknown run");
         assert!(
@@ -523,6 +671,7 @@ mod cases {
             runs: vec![update("r", "running")],
             ready: vec![offer("r", 1, 0), offer("ghost", 0, 0)],
             done: vec![key("r", 0)],
+            claims: vec![request("a", 10)],
         };
         let err = s.commit(bad_offer).await.expect_err("task of unknown run");
         assert!(
@@ -541,6 +690,7 @@ mod cases {
             runs: vec![update("r", "running")],
             ready: vec![offer("r", 1, 0), offer("r", 2, 0), offer("r", 3, 0)],
             done: vec![key("r", 0), key("r", 3), key("r", 99)],
+            claims: Vec::new(),
         })
         .await
         .expect("commit");
@@ -552,7 +702,166 @@ mod cases {
             tasks(&s.claim(request("a", 10)).await.expect("claim")),
             [1, 2]
         );
-        s.commit(Batch::default()).await.expect("empty batch");
+        assert!(
+            s.commit(Batch::default())
+                .await
+                .expect("empty batch")
+                .is_empty()
+        );
+    }
+
+    /// Claims come last in a batch: they see its new offers (not its
+    /// removals), each request sees the previous ones' claims, and a failing
+    /// batch claims nothing.
+    pub async fn commit_claims_see_the_rest_of_the_batch<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        s.commit(Batch {
+            ready: vec![offer("r", 0, 9)],
+            ..Batch::default()
+        })
+        .await
+        .expect("seed");
+        let claims_only = Batch {
+            claims: vec![request("x", 1)],
+            ..Batch::default()
+        };
+        assert!(!claims_only.is_empty(), "a claim is not an empty batch");
+
+        let err = s
+            .commit(Batch {
+                runs: vec![update("ghost", "running")],
+                ready: vec![offer("r", 1, 0)],
+                claims: vec![request("a", 10)],
+                ..Batch::default()
+            })
+            .await
+            .expect_err("unknown run");
+        assert!(matches!(err, StoreError::RunNotFound { .. }), "{err:?}");
+        assert!(
+            s.claims_of("a").await.expect("claims of a").is_empty(),
+            "the failed batch claimed nothing"
+        );
+
+        let later = |task: u32| Claimable {
+            ready_at: 11,
+            ..offer("r", task, 7)
+        };
+        let answers = s
+            .commit(Batch {
+                runs: vec![update("r", "running")],
+                ready: vec![
+                    offer("r", 1, 5),
+                    offer("r", 2, 0),
+                    later(3),
+                    offer("r", 4, 0),
+                ],
+                done: vec![key("r", 0), key("r", 4)],
+                claims: vec![
+                    request("a", 1),
+                    ClaimRequest {
+                        max: 0,
+                        ..request("void", 10)
+                    },
+                    ClaimRequest {
+                        executors: Vec::new(),
+                        ..request("void", 10)
+                    },
+                    request("b", 10),
+                    request("c", 10),
+                ],
+            })
+            .await
+            .expect("commit");
+        let got: Vec<Vec<u32>> = answers.iter().map(|c| tasks(c)).collect();
+        // Task 0 and 4 were removed first; task 3 is not ready at 10.
+        assert_eq!(got, [vec![1], vec![], vec![], vec![2], vec![]]);
+        assert_eq!(
+            (answers[0][0].agent.as_str(), answers[0][0].lease_until),
+            ("a", 100)
+        );
+        assert_eq!(answers[0][0].claimable, offer("r", 1, 5));
+        assert_eq!(
+            s.run("r").await.expect("get").expect("r").summary.status,
+            "running"
+        );
+        assert_eq!(tasks(&s.claims_of("b").await.expect("claims of b")), [2]);
+
+        // Requests that can take nothing still get their (empty) answers.
+        let voids = s
+            .commit(Batch {
+                claims: vec![
+                    ClaimRequest {
+                        max: 0,
+                        ..request("d", 10)
+                    },
+                    ClaimRequest {
+                        executors: Vec::new(),
+                        ..request("d", 10)
+                    },
+                ],
+                ..Batch::default()
+            })
+            .await
+            .expect("void claims");
+        assert_eq!(voids, [Vec::new(), Vec::new()]);
+        // `claim` is a batch of one request, and sees the same rows.
+        let on_time = ClaimRequest {
+            now: 11,
+            ..request("d", 10)
+        };
+        assert_eq!(tasks(&s.claim(on_time).await.expect("claim")), [3]);
+    }
+
+    pub async fn claims_of_lists_an_agents_claims<S: Store>(s: Arc<S>) {
+        created(&*s, new_run("r", "build")).await;
+        assert!(s.claims_of("a").await.expect("none yet").is_empty());
+        let prios = [0, 5, 0, 5, 1];
+        s.commit(Batch {
+            ready: prios
+                .iter()
+                .enumerate()
+                .map(|(i, p)| offer("r", i as u32, *p))
+                .collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let lease = |agent: &str, max: u32, until: i64| ClaimRequest {
+            lease_until: until,
+            ..request(agent, max)
+        };
+        assert_eq!(tasks(&s.claim(lease("a", 1, 50)).await.expect("a")), [1]);
+        assert_eq!(tasks(&s.claim(lease("b", 2, 60)).await.expect("b")), [3, 4]);
+        assert_eq!(tasks(&s.claim(lease("a", 5, 70)).await.expect("a")), [0, 2]);
+        // A later, lower-priority task raised above the others: claim order
+        // follows the current priority.
+        s.commit(Batch {
+            ready: vec![offer("r", 2, 8)],
+            ..Batch::default()
+        })
+        .await
+        .expect("update");
+
+        let mine = s.claims_of("a").await.expect("claims of a");
+        assert_eq!(tasks(&mine), [2, 1, 0], "priority desc, then seq");
+        assert!(mine.iter().all(|c| c.agent == "a"));
+        assert_eq!(
+            mine.iter().map(|c| c.lease_until).collect::<Vec<_>>(),
+            [70, 50, 70],
+            "expired or not, each with its own lease"
+        );
+        assert_eq!(mine[0].claimable, offer("r", 2, 8), "whole claimable");
+        assert_eq!(tasks(&s.claims_of("b").await.expect("b")), [3, 4]);
+        assert!(s.claims_of("nobody").await.expect("nobody").is_empty());
+
+        s.release(&key("r", 1)).await.expect("release");
+        s.commit(Batch {
+            done: vec![key("r", 0)],
+            ..Batch::default()
+        })
+        .await
+        .expect("done");
+        assert_eq!(tasks(&s.claims_of("a").await.expect("a after")), [2]);
     }
 
     pub async fn claim_order_is_priority_then_fifo<S: Store>(s: Arc<S>) {
@@ -861,7 +1170,7 @@ async fn sqlite_data_survives_close_and_reopen() {
         s.commit(Batch {
             runs: vec![update("r1", "running")],
             ready: vec![offer("r1", 0, 3), offer("r1", 1, 0)],
-            done: Vec::new(),
+            ..Batch::default()
         })
         .await
         .expect("commit");

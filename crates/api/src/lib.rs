@@ -1,0 +1,274 @@
+//! The wire types of ganger's HTTP API (DESIGN §5): what the server sends
+//! and accepts, what the CLI and agents read and write. One definition per
+//! shape, so the server, its OpenAPI document and its clients cannot drift
+//! apart.
+//!
+//! Times are RFC 3339 strings (UTC). Optional fields are omitted when absent.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error answer: `{"error": {"code": "…", "message": "…"}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `unauthorized`, `forbidden`,
+    /// `not_found`, `invalid_job`, `invalid_params`, `invalid_request`,
+    /// `queue_full`, `conflict`, `stale_attempt`, `unavailable`, `internal`.
+    pub code: String,
+    /// For people: what was wrong, where, and what to do.
+    pub message: String,
+    /// One line per problem when there are several (for job files:
+    /// `file:line:col: key.path: message`, as `ganger validate` prints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// Error codes, so the server and clients spell them alike.
+pub mod code {
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const INVALID_JOB: &str = "invalid_job";
+    pub const INVALID_PARAMS: &str = "invalid_params";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const QUEUE_FULL: &str = "queue_full";
+    pub const CONFLICT: &str = "conflict";
+    pub const STALE_ATTEMPT: &str = "stale_attempt";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const INTERNAL: &str = "internal";
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// One stored version of a job definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobVersion {
+    pub name: String,
+    pub version: u32,
+    /// Digest of the definition's canonical form: equal definitions, equal digest.
+    pub digest: String,
+    /// True in an upload's answer when this upload created the version.
+    #[serde(default)]
+    pub created: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// Answer of `POST /api/v1/jobs`: every job of the upload, in file order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApplyResponse {
+    pub jobs: Vec<JobVersion>,
+}
+
+/// A job as listed: its latest version.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    pub name: String,
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Task names in declaration order.
+    pub tasks: Vec<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobSummary>,
+}
+
+/// A job with every version, newest first, and its latest definition.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobDetail {
+    pub name: String,
+    pub versions: Vec<JobVersion>,
+    /// The latest definition in canonical JSON form.
+    #[schema(value_type = Object)]
+    pub definition: serde_json::Value,
+}
+
+// ---------------------------------------------------------------- runs
+
+/// Body of `POST /api/v1/runs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub job: String,
+    /// Parameter values as strings (`-p key=value`); each is checked
+    /// against the job's declared type and pattern.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Higher runs first when runs wait for room; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Not started before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub scheduled_at: Option<Timestamp>,
+    /// A second submission with the same key returns the first run and
+    /// creates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Answer of `POST /api/v1/runs`: 201 for a new run, 200 when the
+/// idempotency key named an existing one (`existing: true`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubmitResponse {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// A run as listed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    pub job: String,
+    pub version: u32,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub scheduled_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Answer of `GET /api/v1/runs`: newest first; pass `next_cursor` as
+/// `cursor` for the next page (absent on the last page).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A run with its tasks: `GET /api/v1/runs/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// For a queued run, why it has not started: "queued behind 3 runs",
+    /// "concurrency full (2 of 2 running)", "scheduled for …".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// In the job's declaration order.
+    pub tasks: Vec<TaskRun>,
+}
+
+/// One task of a run: its current state and every attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskRun {
+    pub name: String,
+    /// `pending`, `ready`, `claimed`, `running`, `succeeded`, `failed`,
+    /// `timed_out`, `cancelled`, `skipped` or `lost`.
+    pub status: String,
+    /// The current attempt number (0 before the first).
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+    /// When a retry is due, while the task waits out its delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub retry_at: Option<Timestamp>,
+    pub attempts: Vec<AttemptView>,
+    /// The task's compensation step, once it was scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub number: u32,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agent that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UndoView {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+// ---------------------------------------------------------------- agents
+
+/// An agent as listed by `GET /api/v1/agents`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub name: String,
+    /// `online`, `draining` or `lost`.
+    pub state: String,
+    pub labels: Vec<String>,
+    pub executors: Vec<String>,
+    pub slots: u32,
+    pub slots_in_use: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_heartbeat: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<AgentView>,
+}
+
+// ---------------------------------------------------------------- logs
+
+/// One Server-Sent Event of a followed log (`Accept: text/event-stream`):
+/// event `line` carries one output line as data; event `end` closes the
+/// stream with the task's final status as data.
+pub mod sse {
+    pub const LINE: &str = "line";
+    pub const END: &str = "end";
+}
+
+/// Header naming the attempt whose output follows a log response's headers.
+pub const ATTEMPT_HEADER: &str = "x-ganger-attempt";

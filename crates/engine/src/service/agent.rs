@@ -1,0 +1,139 @@
+//! The in-process agent: claims tasks through the same calls a remote
+//! agent makes and runs them as processes on the server's machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganger_executor::{KillMode, LogLine, LogSink};
+use ganger_store::TaskKey;
+use tokio::sync::{mpsc, watch};
+
+use super::Engine;
+use super::actor::{AgentReport, Assignment};
+use super::logs::LogHub;
+use crate::attempt::{self, Settings};
+
+/// The in-process agent's name in claims and attempts.
+pub(crate) const LOCAL_AGENT: &str = "local";
+
+/// How long one claim waits for work before asking again.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// Wakes log followers as the task prints.
+struct Notify {
+    hub: LogHub,
+    run: String,
+    task: usize,
+}
+
+impl LogSink for Notify {
+    fn line(&self, _line: &LogLine) {
+        self.hub.changed(&self.run, self.task);
+    }
+}
+
+pub(crate) async fn run(engine: Engine, slots: u32, settings: Settings, hub: LogHub) {
+    let (kill_tx, mut kills) = mpsc::unbounded_channel();
+    engine.attach(LOCAL_AGENT, kill_tx);
+    let labels = vec![format!("agent={LOCAL_AGENT}")];
+    let executors = vec!["process".to_owned()];
+    let mut running: HashMap<TaskKey, (u32, watch::Sender<Option<KillMode>>)> = HashMap::new();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<TaskKey>();
+    let mut heartbeat = tokio::time::interval(engine.heartbeat_interval());
+    // A claim stays pending across loop turns: dropping one the actor has
+    // already answered would strand its tasks until their leases expire.
+    let mut claim = None;
+    loop {
+        let free = slots.saturating_sub(running.len() as u32);
+        if claim.is_none() && free > 0 {
+            let engine = engine.clone();
+            let (labels, executors) = (labels.clone(), executors.clone());
+            claim = Some(Box::pin(async move {
+                engine
+                    .claim(LOCAL_AGENT, labels, executors, free, CLAIM_WAIT)
+                    .await
+            }));
+        }
+        tokio::select! {
+            got = async { claim.as_mut().expect("guarded").await }, if claim.is_some() => {
+                claim = None;
+                match got {
+                    Ok(assignments) => {
+                        for a in assignments {
+                            let key = a.key.clone();
+                            let (tx, rx) = watch::channel(None);
+                            running.insert(key, (a.attempt, tx));
+                            start(&engine, a, &settings, &hub, rx, done_tx.clone());
+                        }
+                    }
+                    // Shutting down or failing: wait for news instead of spinning.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            Some(key) = done.recv() => {
+                running.remove(&key);
+            }
+            Some(order) = kills.recv() => {
+                if let Some((attempt, tx)) = running.get(&order.key)
+                    && *attempt == order.attempt
+                {
+                    let mode = if order.force { KillMode::Immediate } else { KillMode::Graceful };
+                    let _ = tx.send(Some(mode));
+                }
+            }
+            _ = heartbeat.tick() => {
+                if !running.is_empty() {
+                    let _ = engine.heartbeat(LOCAL_AGENT).await;
+                }
+            }
+        }
+    }
+}
+
+fn start(
+    engine: &Engine,
+    a: Assignment,
+    settings: &Settings,
+    hub: &LogHub,
+    kill: watch::Receiver<Option<KillMode>>,
+    done: mpsc::UnboundedSender<TaskKey>,
+) {
+    let engine = engine.clone();
+    let settings = settings.clone();
+    let workdir = hub.workdir(&a.key.run_id);
+    let sink = Arc::new(Notify {
+        hub: hub.clone(),
+        run: a.key.run_id.clone(),
+        task: a.key.task as usize,
+    });
+    tokio::spawn(async move {
+        let (key, attempt) = (a.key, a.attempt);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let reporter = {
+            let engine = engine.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                if started_rx.await.is_ok() {
+                    let _ = engine
+                        .report(LOCAL_AGENT, &key, attempt, AgentReport::Started)
+                        .await;
+                }
+            })
+        };
+        let ended = attempt::run(a.spec, &workdir, &settings, sink, kill, move || {
+            let _ = started_tx.send(());
+        })
+        .await;
+        // The start report goes first: the core takes an end only after it.
+        let _ = reporter.await;
+        let finished = AgentReport::Finished {
+            exit: ended.exit,
+            outputs: ended.outputs,
+        };
+        // A refusal means the attempt is no longer current (fenced); there
+        // is nothing left to do for it either way.
+        let _ = engine.report(LOCAL_AGENT, &key, attempt, finished).await;
+        let _ = done.send(key);
+    });
+}

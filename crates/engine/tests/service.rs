@@ -1,0 +1,249 @@
+//! The server engine against a real SQLite file and real processes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ganger_api::SubmitRequest;
+use ganger_engine::{Engine, EngineConfig, EngineError, LogEvent};
+use ganger_store::SqliteStore;
+
+async fn engine(dir: &std::path::Path, slots: u32) -> Engine {
+    let store = SqliteStore::open(dir.join("ganger.db"))
+        .await
+        .expect("open store");
+    let config = EngineConfig {
+        data_dir: dir.to_owned(),
+        lease: Duration::from_secs(30),
+        kill_grace: Duration::from_secs(5),
+        log_cap: Some(1 << 20),
+        local_slots: Some(slots),
+        base_env: std::env::vars().collect(),
+    };
+    Engine::open(Arc::new(store), config)
+        .await
+        .expect("engine opens")
+}
+
+fn submit(job: &str) -> SubmitRequest {
+    SubmitRequest {
+        job: job.into(),
+        ..SubmitRequest::default()
+    }
+}
+
+/// Polls the run until `done` holds, for at most 30 s.
+async fn wait_for(
+    e: &Engine,
+    id: &str,
+    done: impl Fn(&ganger_api::RunDetail) -> bool,
+) -> ganger_api::RunDetail {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = e.run(id).await.expect("run exists");
+        if done(&run) {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {run:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn terminal(r: &ganger_api::RunDetail) -> bool {
+    matches!(
+        r.summary.status.as_str(),
+        "succeeded" | "failed" | "cancelled"
+    )
+}
+
+const JOBS: &str = r#"
+jobs:
+  hello:
+    params:
+      who: {default: world}
+    tasks:
+      greet: {run: 'echo "hello {{ params.who }}"; echo "v=1" >> "$GANGER_OUTPUT"'}
+      after: {run: 'echo "got {{ tasks.greet.outputs.v }}"', needs: [greet]}
+  flaky:
+    tasks:
+      a: {run: 'true'}
+      b: {run: 'test -e "$GANGER_TMP/ok"', needs: [a]}
+      c: {run: 'true', needs: [b]}
+  one:
+    concurrency: 1
+    tasks:
+      wait: {run: 'while [ ! -e "$GANGER_TMP/go" ]; do sleep 0.05; done'}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_flows_through_and_its_logs_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path(), 2).await;
+    e.apply(vec![("jobs.yml".into(), JOBS.into())])
+        .await
+        .expect("valid");
+    let mut req = submit("hello");
+    req.params = BTreeMap::from([("who".into(), "ganger".into())]);
+    let id = e.submit(req).await.expect("accepted").id;
+    let run = wait_for(&e, &id, terminal).await;
+    assert_eq!(run.summary.status, "succeeded", "{run:?}");
+    assert_eq!(run.tasks[1].attempts[0].agent.as_deref(), Some("local"));
+    let mut rx = e.logs(&id, "after", true).await.expect("logs");
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            LogEvent::Lines { text: t, .. } => text.push_str(&t),
+            LogEvent::End { status } => {
+                assert_eq!(status, "succeeded");
+                break;
+            }
+        }
+    }
+    assert!(text.contains(" out got 1\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_submissions_create_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine(dir.path(), 1).await;
+    e.apply(vec![("jobs.yml".into(), JOBS.into())])
+        .await
+        .expect("valid");
+    assert!(matches!(
+        e.submit(submit("nope")).await,
+        Err(EngineError::NotFound(_))
+    ));
+    let mut req = submit("hello");
+    req.params = BTreeMap::from([("whom".into(), "x".into())]);
+    assert!(matches!(
+        e.submit(req).await,
+        Err(EngineError::InvalidParams { .. })
+    ));
+    let bad = e
+        .apply(vec![(
+            "bad.yml".into(),
+            "jobs:\n x:\n  tasks:\n   a: {run: y, needs: [zz]}\n".into(),
+        )])
+        .await;
+    match bad {
+        Err(EngineError::InvalidJob { details }) => {
+            assert!(details[0].starts_with("bad.yml:4:"), "{details:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        e.runs(None, None, None, 10)
+            .await
+            .expect("list")
+            .runs
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_submit_and_retry_of_what_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    // SAFETY-free: tests in this binary share the variable; all set it alike.
+    let e = {
+        let store = SqliteStore::open(dir.path().join("ganger.db"))
+            .await
+            .expect("open");
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        env.push(("GANGER_TMP".into(), tmp.display().to_string()));
+        Engine::open(
+            Arc::new(store),
+            EngineConfig {
+                data_dir: dir.path().to_owned(),
+                lease: Duration::from_secs(30),
+                kill_grace: Duration::from_secs(5),
+                log_cap: None,
+                local_slots: Some(2),
+                base_env: env,
+            },
+        )
+        .await
+        .expect("open")
+    };
+    e.apply(vec![("jobs.yml".into(), JOBS.into())])
+        .await
+        .expect("valid");
+    let mut req = submit("flaky");
+    req.idempotency_key = Some("k1".into());
+    let first = e.submit(req.clone()).await.expect("accepted");
+    let again = e.submit(req).await.expect("accepted");
+    assert_eq!(first.id, again.id);
+    assert!(again.existing);
+    let run = wait_for(&e, &first.id, terminal).await;
+    assert_eq!(run.summary.status, "failed");
+    assert_eq!(run.tasks[2].status, "skipped");
+    std::fs::write(tmp.join("ok"), "").expect("write");
+    e.retry(&first.id).await.expect("retry");
+    let run = wait_for(&e, &first.id, terminal).await;
+    assert_eq!(run.summary.status, "succeeded", "{run:?}");
+    assert_eq!(run.tasks[0].attempts.len(), 1, "a kept its success");
+    assert_eq!(run.tasks[1].attempts.len(), 2);
+    assert_eq!(
+        e.runs(None, None, None, 10).await.expect("list").runs.len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_queues_and_cancel_of_a_waiting_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    let store = SqliteStore::open(dir.path().join("ganger.db"))
+        .await
+        .expect("open");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("GANGER_TMP".into(), tmp.display().to_string()));
+    let e = Engine::open(
+        Arc::new(store),
+        EngineConfig {
+            data_dir: dir.path().to_owned(),
+            lease: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(5),
+            log_cap: None,
+            local_slots: Some(2),
+            base_env: env,
+        },
+    )
+    .await
+    .expect("open");
+    e.apply(vec![("jobs.yml".into(), JOBS.into())])
+        .await
+        .expect("valid");
+    let a = e.submit(submit("one")).await.expect("a");
+    let b = e.submit(submit("one")).await.expect("b");
+    let c = e.submit(submit("one")).await.expect("c");
+    assert_eq!(a.status, "running");
+    assert_eq!(b.status, "queued");
+    let rb = e.run(&b.id).await.expect("b");
+    assert!(
+        rb.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("concurrency full")),
+        "{rb:?}"
+    );
+    let rc = e.run(&c.id).await.expect("c");
+    assert!(
+        rc.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("queued behind 1 run")),
+        "{rc:?}"
+    );
+    let cancelled = e.cancel(&b.id).await.expect("cancel");
+    assert_eq!(cancelled.status, "cancelled");
+    std::fs::write(tmp.join("go"), "").expect("go");
+    assert_eq!(
+        wait_for(&e, &a.id, terminal).await.summary.status,
+        "succeeded"
+    );
+    assert_eq!(
+        wait_for(&e, &c.id, terminal).await.summary.status,
+        "succeeded"
+    );
+}
