@@ -247,3 +247,45 @@ async fn concurrency_queues_and_cancel_of_a_waiting_run() {
         "succeeded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_interrupts_what_runs_and_the_next_start_runs_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("started");
+    let job = format!(
+        "jobs:\n  long:\n    tasks:\n      t: {{run: 'if [ -e {m} ]; then exit 0; fi; touch {m}; sleep 30'}}\n",
+        m = marker.display()
+    );
+    let e = engine(dir.path(), 1).await;
+    e.apply(vec![("long.yml".into(), job)])
+        .await
+        .expect("valid");
+    let id = e.submit(submit("long")).await.expect("accepted").id;
+    wait_for(&e, &id, |r| {
+        r.tasks[0].status == "running" && marker.exists()
+    })
+    .await;
+    let began = std::time::Instant::now();
+    e.shutdown(Duration::from_millis(100)).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "the sleep was killed, not awaited"
+    );
+    assert!(matches!(
+        e.submit(submit("long")).await,
+        Err(EngineError::ShuttingDown)
+    ));
+    drop(e);
+    let e = engine(dir.path(), 1).await;
+    let run = wait_for(&e, &id, terminal).await;
+    assert_eq!(run.summary.status, "succeeded", "{run:?}");
+    let attempts = &run.tasks[0].attempts;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].status, "lost");
+    assert!(
+        attempts[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("interrupted"))
+    );
+}

@@ -110,6 +110,10 @@ pub(crate) enum Command {
     },
     /// Stop admitting and handing out work.
     Drain(oneshot::Sender<()>),
+    /// Stop altogether once this turn is committed: later reports are
+    /// refused, so attempts killed by the shutdown count as interrupted on
+    /// the next start rather than as failed.
+    Stop(oneshot::Sender<()>),
 }
 
 struct Live {
@@ -315,7 +319,7 @@ impl Actor {
                 }
             }
             let now = Timestamp::now();
-            self.take(std::mem::take(&mut commands), now).await;
+            let stop = self.take(std::mem::take(&mut commands), now).await;
             self.tick(now).await;
             if let Err(e) = self.commit_turn(now).await {
                 // The store refused a whole turn after retries: the memory
@@ -323,6 +327,10 @@ impl Actor {
                 // only consistent way on (crash-only).
                 eprintln!("ganger: fatal: cannot persist engine state: {e}");
                 std::process::exit(70);
+            }
+            if let Some(reply) = stop {
+                let _ = reply.send(());
+                return;
             }
         }
     }
@@ -345,11 +353,21 @@ impl Actor {
         wake
     }
 
-    async fn take(&mut self, commands: Vec<Command>, now: Timestamp) {
+    /// Applies a turn's commands; returns the reply of a stop request.
+    async fn take(
+        &mut self,
+        commands: Vec<Command>,
+        now: Timestamp,
+    ) -> Option<oneshot::Sender<()>> {
         let mut submissions = Vec::new();
+        let mut stop = None;
         for command in commands {
             match command {
                 Command::Submit(s, reply) => submissions.push((s, reply)),
+                Command::Stop(reply) => {
+                    self.draining = true;
+                    stop = Some(reply);
+                }
                 other => {
                     // Submissions first keep their order among themselves;
                     // other commands do not depend on them.
@@ -360,11 +378,12 @@ impl Actor {
         if !submissions.is_empty() {
             self.submit(submissions, now).await;
         }
+        stop
     }
 
     async fn command(&mut self, command: Command, now: Timestamp) {
         match command {
-            Command::Submit(..) => {}
+            Command::Submit(..) | Command::Stop(_) => {}
             Command::Cancel { id, queued, reply } => {
                 let result = self.cancel(&id, queued, now);
                 self.owed.push(Owed::Done(reply, result));

@@ -33,7 +33,24 @@ impl LogSink for Notify {
     }
 }
 
-pub(crate) async fn run(engine: Engine, slots: u32, settings: Settings, hub: LogHub) {
+pub(crate) struct Local {
+    pub(crate) slots: u32,
+    pub(crate) settings: Settings,
+    pub(crate) hub: LogHub,
+    /// Becomes true when the engine stops: kill everything.
+    pub(crate) stop: watch::Receiver<bool>,
+    /// Kept true while nothing runs.
+    pub(crate) idle: watch::Sender<bool>,
+}
+
+pub(crate) async fn run(engine: Engine, local: Local) {
+    let Local {
+        slots,
+        settings,
+        hub,
+        mut stop,
+        idle,
+    } = local;
     let (kill_tx, mut kills) = mpsc::unbounded_channel();
     engine.attach(LOCAL_AGENT, kill_tx);
     let labels = vec![format!("agent={LOCAL_AGENT}")];
@@ -44,9 +61,17 @@ pub(crate) async fn run(engine: Engine, slots: u32, settings: Settings, hub: Log
     // A claim stays pending across loop turns: dropping one the actor has
     // already answered would strand its tasks until their leases expire.
     let mut claim = None;
+    let mut stopping = false;
     loop {
+        idle.send_if_modified(|idle| {
+            let now = running.is_empty();
+            std::mem::replace(idle, now) != now
+        });
+        if stopping && running.is_empty() {
+            return;
+        }
         let free = slots.saturating_sub(running.len() as u32);
-        if claim.is_none() && free > 0 {
+        if claim.is_none() && free > 0 && !stopping {
             let engine = engine.clone();
             let (labels, executors) = (labels.clone(), executors.clone());
             claim = Some(Box::pin(async move {
@@ -80,6 +105,15 @@ pub(crate) async fn run(engine: Engine, slots: u32, settings: Settings, hub: Log
                 {
                     let mode = if order.force { KillMode::Immediate } else { KillMode::Graceful };
                     let _ = tx.send(Some(mode));
+                }
+            }
+            Ok(()) = stop.changed(), if !stopping => {
+                stopping = *stop.borrow_and_update();
+                if stopping {
+                    claim = None;
+                    for (_, tx) in running.values() {
+                        let _ = tx.send(Some(KillMode::Immediate));
+                    }
                 }
             }
             _ = heartbeat.tick() => {

@@ -26,7 +26,7 @@ use ganger_core::params::resolve_params;
 use ganger_core::run::RunState;
 use ganger_store::{NewRun, RunFilter, RunRow, Store, TERMINAL_STATUSES, TaskKey};
 use jiff::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use actor::{AgentReport, Assignment, KillOrder};
 pub use error::EngineError;
@@ -80,6 +80,10 @@ struct Inner {
     logs: LogHub,
     commands: mpsc::UnboundedSender<Command>,
     agents: Mutex<std::collections::BTreeMap<String, AgentSeen>>,
+    /// Set at the end of a shutdown: the in-process agent kills its tasks.
+    stopping: watch::Sender<bool>,
+    /// Whether the in-process agent runs nothing (always true without one).
+    local_idle: watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
@@ -110,6 +114,8 @@ impl Engine {
         actor.recover(agent::LOCAL_AGENT).await?;
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(actor.run(rx));
+        let (stopping, stop_rx) = watch::channel(false);
+        let (idle_tx, local_idle) = watch::channel(true);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -118,6 +124,8 @@ impl Engine {
                 logs: logs.clone(),
                 commands,
                 agents: Mutex::default(),
+                stopping,
+                local_idle,
             }),
         };
         if let Some(slots) = config.local_slots.filter(|s| *s > 0) {
@@ -130,7 +138,14 @@ impl Engine {
                 config.log_cap,
                 config.base_env.clone(),
             );
-            tokio::spawn(agent::run(engine.clone(), slots, settings, logs));
+            let local = agent::Local {
+                slots,
+                settings,
+                hub: logs,
+                stop: stop_rx,
+                idle: idle_tx,
+            };
+            tokio::spawn(agent::run(engine.clone(), local));
         }
         Ok(engine)
     }
@@ -416,24 +431,24 @@ impl Engine {
     }
 
     /// Stops admitting runs and claiming tasks; waits up to `grace` for
-    /// running tasks to finish, then returns (tasks still running are
-    /// interrupted and run again on the next start).
+    /// the in-process agent's tasks to finish, then stops the engine and
+    /// kills what still runs. Those attempts are interrupted: they run
+    /// again on the next start, outside their retry budget.
     pub async fn shutdown(&self, grace: Duration) {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Drain(tx)).is_ok() {
             let _ = rx.await;
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
-            let busy = match self.inner.store.claims_of(agent::LOCAL_AGENT).await {
-                Ok(claims) => !claims.is_empty(),
-                Err(_) => false,
-            };
-            if !busy {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut idle = self.inner.local_idle.clone();
+        let _ = tokio::time::timeout(grace, idle.wait_for(|idle| *idle)).await;
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Stop(tx)).is_ok() {
+            let _ = rx.await;
         }
+        self.inner.stopping.send_replace(true);
+        // Killed groups end at once; the bound only guards against a
+        // process that cannot be reaped.
+        let _ = tokio::time::timeout(Duration::from_secs(5), idle.wait_for(|idle| *idle)).await;
     }
 
     /// Whether the store answers (for `/readyz`).
