@@ -289,3 +289,109 @@ async fn a_shutdown_interrupts_what_runs_and_the_next_start_runs_it_again() {
             .is_some_and(|r| r.starts_with("interrupted"))
     );
 }
+
+async fn engine_with(dir: &std::path::Path, lease: Duration, local_slots: Option<u32>) -> Engine {
+    let store = SqliteStore::open(dir.join("ganger.db"))
+        .await
+        .expect("open store");
+    let config = EngineConfig {
+        data_dir: dir.to_owned(),
+        lease,
+        kill_grace: Duration::from_secs(5),
+        log_cap: None,
+        local_slots,
+        base_env: std::env::vars().collect(),
+    };
+    Engine::open(Arc::new(store), config)
+        .await
+        .expect("engine opens")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_loses_the_attempt_and_fences_its_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = engine_with(dir.path(), Duration::from_millis(300), None).await;
+    let job = "jobs:\n  j:\n    tasks:\n      t: {run: 'true', retry: 1}\n";
+    e.apply(vec![("j.yml".into(), job.into())])
+        .await
+        .expect("valid");
+    let id = e.submit(submit("j")).await.expect("accepted").id;
+    let process = vec!["process".to_owned()];
+    let wait = Duration::from_secs(5);
+    let first = e
+        .claim("ghost", vec![], process.clone(), 1, wait)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    let (key, attempt) = (first[0].key.clone(), first[0].attempt);
+    e.report("ghost", &key, attempt, ganger_engine::AgentReport::Started)
+        .await
+        .expect("started");
+    // No heartbeat: the lease runs out and the attempt is lost, then retried.
+    let second = e
+        .claim("other", vec![], process, 1, wait)
+        .await
+        .expect("claim again");
+    assert_eq!(
+        second.len(),
+        1,
+        "the retry is offered once the lease expired"
+    );
+    assert_eq!(second[0].attempt, attempt + 1);
+    let late = ganger_engine::AgentReport::Finished {
+        exit: ganger_core::run::Exit::Code(0),
+        outputs: BTreeMap::new(),
+    };
+    assert!(matches!(
+        e.report("ghost", &key, attempt, late).await,
+        Err(EngineError::Stale(_))
+    ));
+    e.report(
+        "other",
+        &key,
+        attempt + 1,
+        ganger_engine::AgentReport::Started,
+    )
+    .await
+    .expect("started");
+    let done = ganger_engine::AgentReport::Finished {
+        exit: ganger_core::run::Exit::Code(0),
+        outputs: BTreeMap::new(),
+    };
+    e.report("other", &key, attempt + 1, done)
+        .await
+        .expect("finished");
+    let run = wait_for(&e, &id, terminal).await;
+    assert_eq!(run.summary.status, "succeeded");
+    let attempts = &run.tasks[0].attempts;
+    assert_eq!(attempts[0].status, "lost");
+    assert_eq!(attempts[0].agent.as_deref(), Some("ghost"));
+    assert_eq!(attempts[1].agent.as_deref(), Some("other"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_delay_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("failed-once");
+    let job = format!(
+        "jobs:\n  j:\n    tasks:\n      t:\n        run: 'if [ -e {m} ]; then exit 0; fi; touch {m}; exit 1'\n        retry: {{attempts: 1, delay: 1500ms}}\n",
+        m = marker.display()
+    );
+    let e = engine(dir.path(), 1).await;
+    e.apply(vec![("j.yml".into(), job)]).await.expect("valid");
+    let id = e.submit(submit("j")).await.expect("accepted").id;
+    let waiting = wait_for(&e, &id, |r| r.tasks[0].retry_at.is_some()).await;
+    let due = waiting.tasks[0].retry_at.expect("retry time");
+    e.shutdown(Duration::from_millis(100)).await;
+    drop(e);
+    let e = engine(dir.path(), 1).await;
+    let run = wait_for(&e, &id, terminal).await;
+    assert_eq!(run.summary.status, "succeeded", "{run:?}");
+    let second = run.tasks[0].attempts[1]
+        .started_at
+        .expect("second attempt started");
+    assert!(
+        second >= due,
+        "the retry waited for its time: {second} < {due}"
+    );
+}
