@@ -10,7 +10,8 @@
 //! no wait list. Waiting runs start highest priority first, then first come
 //! first served. A run scheduled for later takes no room until it is due.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use minijinja::Value;
@@ -47,11 +48,90 @@ pub struct Waiting {
     pub scheduled_at: Option<Timestamp>,
 }
 
-/// The runs of one job and one concurrency key.
+/// Start order: highest priority first, then first submitted.
+type Rank = (Reverse<i32>, i64, String);
+
+fn rank(w: &Waiting) -> Rank {
+    (Reverse(w.priority), w.seq, w.id.clone())
+}
+
+/// The runs of one job and one concurrency key: how many run, and the wait
+/// list, indexed so that admission costs the same with a hundred thousand
+/// waiting runs as with one.
 #[derive(Clone, Debug, Default)]
 pub struct Lane {
     pub running: usize,
-    pub waiting: Vec<Waiting>,
+    runs: HashMap<String, Waiting>,
+    /// Due runs in start order.
+    due: BTreeSet<Rank>,
+    /// Due runs in submission order (the newest is the one `replace` cancels).
+    due_by_seq: BTreeSet<(i64, String)>,
+    /// Runs scheduled for later, by time.
+    later: BTreeSet<(Timestamp, String)>,
+}
+
+impl Lane {
+    pub fn with_running(running: usize) -> Lane {
+        Lane {
+            running,
+            ..Lane::default()
+        }
+    }
+
+    /// Every waiting run, due or not.
+    pub fn waiting(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.runs.contains_key(id)
+    }
+
+    pub fn push(&mut self, w: Waiting) {
+        self.remove(&w.id);
+        match w.scheduled_at {
+            Some(at) => {
+                self.later.insert((at, w.id.clone()));
+            }
+            None => self.index_due(&w),
+        }
+        self.runs.insert(w.id.clone(), w);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Waiting> {
+        let w = self.runs.remove(id)?;
+        self.due.remove(&rank(&w));
+        self.due_by_seq.remove(&(w.seq, w.id.clone()));
+        if let Some(at) = w.scheduled_at {
+            self.later.remove(&(at, w.id.clone()));
+        }
+        Some(w)
+    }
+
+    /// When the next run scheduled for later comes due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.later.first().map(|(at, _)| *at)
+    }
+
+    fn index_due(&mut self, w: &Waiting) {
+        self.due.insert(rank(w));
+        self.due_by_seq.insert((w.seq, w.id.clone()));
+    }
+
+    /// Moves the runs whose time has come among the due ones.
+    fn promote(&mut self, now: Timestamp) {
+        while let Some((at, _)) = self.later.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, id)) = self.later.pop_first() else {
+                break;
+            };
+            if let Some(w) = self.runs.get(&id).cloned() {
+                self.index_due(&w);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,24 +169,22 @@ impl Limits {
     }
 }
 
-fn due(w: &Waiting, now: Timestamp) -> bool {
-    w.scheduled_at.is_none_or(|at| at <= now)
-}
-
-/// Decides a new submission against its lane.
+/// Decides a new submission against its lane. The caller records the
+/// outcome (`running += 1`, [`Lane::push`], [`Lane::remove`]).
 pub fn admit(
     limits: Limits,
-    lane: &Lane,
+    lane: &mut Lane,
     scheduled_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Admission {
     if scheduled_at.is_some_and(|at| at > now) {
         return Admission::Wait;
     }
-    let waiting_due: Vec<&Waiting> = lane.waiting.iter().filter(|w| due(w, now)).collect();
+    lane.promote(now);
+    let waiting_due = lane.due.len();
     // Runs already waiting go first: a newcomer may not overtake them even if
     // a slot is free this instant (the engine starts them on its next step).
-    if !limits.full(lane.running + waiting_due.len()) {
+    if !limits.full(lane.running + waiting_due) {
         return Admission::Start;
     }
     let limit = match limits.queue.strategy {
@@ -115,13 +193,13 @@ pub fn admit(
             limits.queue.limit.map_or(usize::MAX, |l| l as usize)
         }
     };
-    if waiting_due.len() < limit {
+    if waiting_due < limit {
         return Admission::Wait;
     }
     match limits.queue.strategy {
-        QueueStrategy::Replace => match waiting_due.iter().max_by_key(|w| w.seq) {
-            Some(newest) => Admission::Replace {
-                cancel: newest.id.clone(),
+        QueueStrategy::Replace => match lane.due_by_seq.last() {
+            Some((_, newest)) => Admission::Replace {
+                cancel: newest.clone(),
             },
             None => Admission::Reject {
                 reason: "concurrency is full and the wait list holds no run to replace".into(),
@@ -135,40 +213,47 @@ pub fn admit(
         },
         QueueStrategy::Append => Admission::Reject {
             reason: format!(
-                "concurrency is full ({} running) and the wait list is full ({} waiting)",
-                lane.running,
-                waiting_due.len()
+                "concurrency is full ({} running) and the wait list is full ({waiting_due} waiting)",
+                lane.running
             ),
         },
     }
 }
 
-/// The waiting runs of a lane that may start now, in the order to start them.
-pub fn to_start(limits: Limits, lane: &Lane, now: Timestamp) -> Vec<String> {
+/// Takes the waiting runs that may start now out of the wait list, in the
+/// order to start them, and counts them as running.
+pub fn take_startable(limits: Limits, lane: &mut Lane, now: Timestamp) -> Vec<Waiting> {
+    lane.promote(now);
     let room = match limits.concurrency {
         Some(c) => (c as usize).saturating_sub(lane.running),
         None => usize::MAX,
     };
-    let mut ready: Vec<&Waiting> = lane.waiting.iter().filter(|w| due(w, now)).collect();
-    ready.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
-    ready.into_iter().take(room).map(|w| w.id.clone()).collect()
+    let ids: Vec<String> = lane
+        .due
+        .iter()
+        .take(room)
+        .map(|(_, _, id)| id.clone())
+        .collect();
+    let started: Vec<Waiting> = ids.iter().filter_map(|id| lane.remove(id)).collect();
+    lane.running += started.len();
+    started
 }
 
 /// Why a waiting run has not started, for `ganger status`.
 pub fn wait_reason(limits: Limits, lane: &Lane, id: &str, now: Timestamp) -> Option<String> {
-    let me = lane.waiting.iter().find(|w| w.id == id)?;
+    let me = lane.runs.get(id)?;
     if let Some(at) = me.scheduled_at.filter(|at| *at > now) {
         return Some(format!("scheduled for {at}"));
     }
-    let ahead = lane
-        .waiting
-        .iter()
-        .filter(|w| {
-            due(w, now)
-                && w.id != id
-                && (w.priority > me.priority || (w.priority == me.priority && w.seq < me.seq))
-        })
-        .count();
+    let mine = rank(me);
+    let ahead = lane.due.range(..mine.clone()).count()
+        + lane
+            .later
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, other)| lane.runs.get(other))
+            .filter(|w| w.id != me.id && rank(w) < mine)
+            .count();
     let limit = limits
         .concurrency
         .map_or_else(|| "unlimited".to_owned(), |c| c.to_string());
@@ -213,38 +298,40 @@ mod tests {
         ) {
             let l = Limits { concurrency: Some(concurrency), queue: QueuePolicy { limit, strategy } };
             let mut lane = Lane::default();
-            let mut started: Vec<(i32, i64)> = Vec::new();
+            let mut mirror: Vec<Waiting> = Vec::new();
             for (seq, op) in ops.into_iter().enumerate() {
                 let seq = seq as i64;
                 match op {
-                    Some(priority) => match admit(l, &lane, None, now()) {
-                        Admission::Start => {
-                            lane.running += 1;
-                            started.push((priority, seq));
+                    Some(priority) => match admit(l, &mut lane, None, now()) {
+                        Admission::Start => lane.running += 1,
+                        Admission::Wait => {
+                            lane.push(waiting(&seq.to_string(), priority, seq));
+                            mirror.push(waiting(&seq.to_string(), priority, seq));
                         }
-                        Admission::Wait => lane.waiting.push(waiting(&seq.to_string(), priority, seq)),
                         Admission::Replace { cancel } => {
-                            lane.waiting.retain(|w| w.id != cancel);
-                            lane.waiting.push(waiting(&seq.to_string(), priority, seq));
+                            let newest = mirror.iter().map(|w| w.seq).max();
+                            prop_assert_eq!(Some(cancel.clone()), newest.map(|s| s.to_string()));
+                            lane.remove(&cancel);
+                            mirror.retain(|w| w.id != cancel);
+                            lane.push(waiting(&seq.to_string(), priority, seq));
+                            mirror.push(waiting(&seq.to_string(), priority, seq));
                         }
                         Admission::Reject { .. } => {}
                     },
                     None => lane.running = lane.running.saturating_sub(1),
                 }
-                let before: Vec<Waiting> = lane.waiting.clone();
-                for id in to_start(l, &lane, now()) {
-                    let pos = lane.waiting.iter().position(|w| w.id == id).expect("starts a waiting run");
-                    let w = lane.waiting.remove(pos);
+                for w in take_startable(l, &mut lane, now()) {
+                    mirror.retain(|o| o.id != w.id);
                     // Nobody left waiting outranks a run that starts.
-                    prop_assert!(!lane.waiting.iter().any(|o| (o.priority, -o.seq) > (w.priority, -w.seq)));
-                    lane.running += 1;
+                    prop_assert!(!mirror.iter().any(|o| (o.priority, -o.seq) > (w.priority, -w.seq)));
                 }
+                prop_assert_eq!(lane.waiting(), mirror.len());
                 prop_assert!(lane.running <= concurrency as usize);
                 if lane.running < concurrency as usize {
-                    prop_assert!(lane.waiting.is_empty(), "a run waits while there is room: {before:?}");
+                    prop_assert!(mirror.is_empty(), "a run waits while there is room");
                 }
                 let room = match strategy { QueueStrategy::Reject => 0, _ => limit.map_or(usize::MAX, |x| x as usize) };
-                prop_assert!(lane.waiting.len() <= room);
+                prop_assert!(lane.waiting() <= room);
             }
         }
     }
@@ -262,6 +349,18 @@ mod tests {
         }
     }
 
+    fn lane(running: usize, waiting: Vec<Waiting>) -> Lane {
+        let mut lane = Lane::with_running(running);
+        for w in waiting {
+            lane.push(w);
+        }
+        lane
+    }
+
+    fn ids(started: Vec<Waiting>) -> Vec<String> {
+        started.into_iter().map(|w| w.id).collect()
+    }
+
     fn limits(concurrency: u32, limit: Option<u32>, strategy: QueueStrategy) -> Limits {
         Limits {
             concurrency: Some(concurrency),
@@ -271,12 +370,9 @@ mod tests {
 
     #[test]
     fn unlimited_jobs_always_start() {
-        let lane = Lane {
-            running: 50,
-            waiting: Vec::new(),
-        };
+        let mut lane = Lane::with_running(50);
         assert_eq!(
-            admit(Limits::default(), &lane, None, now()),
+            admit(Limits::default(), &mut lane, None, now()),
             Admission::Start
         );
     }
@@ -284,16 +380,13 @@ mod tests {
     #[test]
     fn append_waits_while_there_is_room_then_rejects() {
         let l = limits(1, Some(2), QueueStrategy::Append);
-        let mut lane = Lane {
-            running: 0,
-            waiting: Vec::new(),
-        };
-        assert_eq!(admit(l, &lane, None, now()), Admission::Start);
-        lane.running = 1;
-        assert_eq!(admit(l, &lane, None, now()), Admission::Wait);
-        lane.waiting = vec![waiting("a", 0, 1), waiting("b", 0, 2)];
+        let mut l0 = Lane::default();
+        assert_eq!(admit(l, &mut l0, None, now()), Admission::Start);
+        let mut l1 = Lane::with_running(1);
+        assert_eq!(admit(l, &mut l1, None, now()), Admission::Wait);
+        let mut full = lane(1, vec![waiting("a", 0, 1), waiting("b", 0, 2)]);
         assert!(matches!(
-            admit(l, &lane, None, now()),
+            admit(l, &mut full, None, now()),
             Admission::Reject { .. }
         ));
     }
@@ -301,27 +394,16 @@ mod tests {
     #[test]
     fn replace_cancels_the_newest_waiting_run() {
         let l = limits(1, Some(2), QueueStrategy::Replace);
-        let lane = Lane {
-            running: 1,
-            waiting: vec![waiting("old", 0, 1), waiting("newer", 0, 2)],
-        };
+        let mut full = lane(1, vec![waiting("old", 0, 1), waiting("newer", 0, 2)]);
         assert_eq!(
-            admit(l, &lane, None, now()),
+            admit(l, &mut full, None, now()),
             Admission::Replace {
                 cancel: "newer".into()
             }
         );
         let no_list = limits(1, Some(0), QueueStrategy::Replace);
         assert!(matches!(
-            admit(
-                no_list,
-                &Lane {
-                    running: 1,
-                    waiting: Vec::new()
-                },
-                None,
-                now()
-            ),
+            admit(no_list, &mut Lane::with_running(1), None, now()),
             Admission::Reject { .. }
         ));
     }
@@ -330,27 +412,11 @@ mod tests {
     fn reject_keeps_no_wait_list() {
         let l = limits(2, Some(10), QueueStrategy::Reject);
         assert_eq!(
-            admit(
-                l,
-                &Lane {
-                    running: 1,
-                    waiting: Vec::new()
-                },
-                None,
-                now()
-            ),
+            admit(l, &mut Lane::with_running(1), None, now()),
             Admission::Start
         );
         assert!(matches!(
-            admit(
-                l,
-                &Lane {
-                    running: 2,
-                    waiting: Vec::new()
-                },
-                None,
-                now()
-            ),
+            admit(l, &mut Lane::with_running(2), None, now()),
             Admission::Reject { .. }
         ));
     }
@@ -358,28 +424,25 @@ mod tests {
     #[test]
     fn newcomers_do_not_overtake_waiting_runs() {
         let l = limits(1, None, QueueStrategy::Append);
-        let lane = Lane {
-            running: 0,
-            waiting: vec![waiting("first", 0, 1)],
-        };
-        assert_eq!(admit(l, &lane, None, now()), Admission::Wait);
+        let mut waiting_one = lane(0, vec![waiting("first", 0, 1)]);
+        assert_eq!(admit(l, &mut waiting_one, None, now()), Admission::Wait);
     }
 
     #[test]
     fn waiting_runs_start_by_priority_then_fifo() {
         let l = limits(2, None, QueueStrategy::Append);
-        let lane = Lane {
-            running: 0,
-            waiting: vec![
-                waiting("a", 0, 1),
-                waiting("b", 5, 2),
-                waiting("c", 5, 3),
-                waiting("d", 0, 4),
-            ],
-        };
-        assert_eq!(to_start(l, &lane, now()), vec!["b", "c"]);
-        let lane = Lane { running: 2, ..lane };
-        assert!(to_start(l, &lane, now()).is_empty());
+        let all = vec![
+            waiting("a", 0, 1),
+            waiting("b", 5, 2),
+            waiting("c", 5, 3),
+            waiting("d", 0, 4),
+        ];
+        let mut free = lane(0, all.clone());
+        assert_eq!(ids(take_startable(l, &mut free, now())), vec!["b", "c"]);
+        assert_eq!(free.running, 2);
+        assert_eq!(free.waiting(), 2);
+        let mut busy = lane(2, all);
+        assert!(take_startable(l, &mut busy, now()).is_empty());
     }
 
     #[test]
@@ -388,35 +451,34 @@ mod tests {
             .checked_add(jiff::SignedDuration::from_secs(60))
             .expect("valid");
         let l = limits(1, Some(0), QueueStrategy::Append);
-        let lane = Lane {
-            running: 0,
-            waiting: vec![Waiting {
-                scheduled_at: Some(later),
-                ..waiting("s", 0, 1)
-            }],
+        let scheduled = Waiting {
+            scheduled_at: Some(later),
+            ..waiting("s", 0, 1)
         };
-        assert_eq!(admit(l, &lane, Some(later), now()), Admission::Wait);
+        let mut lane = lane(0, vec![scheduled]);
+        assert_eq!(admit(l, &mut lane, Some(later), now()), Admission::Wait);
         assert_eq!(
-            admit(l, &lane, None, now()),
+            admit(l, &mut lane, None, now()),
             Admission::Start,
             "the scheduled run holds no room yet"
         );
-        assert!(to_start(l, &lane, now()).is_empty());
-        assert_eq!(to_start(l, &lane, later), vec!["s"]);
+        assert_eq!(lane.next_due(), Some(later));
         assert!(
             wait_reason(l, &lane, "s", now())
                 .unwrap_or_default()
                 .starts_with("scheduled for")
         );
+        assert!(take_startable(l, &mut lane, now()).is_empty());
+        assert_eq!(ids(take_startable(l, &mut lane, later)), vec!["s"]);
     }
 
     #[test]
     fn wait_reasons_count_the_runs_ahead() {
         let l = limits(1, None, QueueStrategy::Append);
-        let lane = Lane {
-            running: 1,
-            waiting: vec![waiting("a", 0, 1), waiting("b", 0, 2), waiting("c", 9, 3)],
-        };
+        let lane = lane(
+            1,
+            vec![waiting("a", 0, 1), waiting("b", 0, 2), waiting("c", 9, 3)],
+        );
         assert_eq!(
             wait_reason(l, &lane, "c", now()).as_deref(),
             Some("concurrency full (1 of 1 running)")
@@ -425,5 +487,18 @@ mod tests {
             wait_reason(l, &lane, "b", now()).as_deref(),
             Some("queued behind 2 runs (concurrency 1, 1 running)")
         );
+        assert_eq!(wait_reason(l, &lane, "zz", now()), None);
+    }
+
+    #[test]
+    fn many_waiting_runs_stay_cheap() {
+        let l = limits(1, None, QueueStrategy::Append);
+        let mut lane = Lane::with_running(1);
+        for seq in 0..100_000 {
+            assert_eq!(admit(l, &mut lane, None, now()), Admission::Wait);
+            lane.push(waiting(&seq.to_string(), 0, seq));
+        }
+        lane.running = 0;
+        assert_eq!(ids(take_startable(l, &mut lane, now())), vec!["0"]);
     }
 }

@@ -24,7 +24,7 @@ pub(crate) struct Lanes {
     lanes: HashMap<LaneKey, LaneState>,
     /// Where each waiting run waits.
     waiting: HashMap<String, LaneKey>,
-    /// Waiting runs scheduled for later, by time: the lane must be looked
+    /// Waiting runs scheduled for later, by time: their lane must be looked
     /// at again when one comes due.
     scheduled: BTreeSet<(Timestamp, String)>,
     /// Lanes that may have room for a waiting run.
@@ -49,7 +49,7 @@ impl Lanes {
         scheduled_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Admission {
-        admission::admit(limits, &self.lane(key, limits).lane, scheduled_at, now)
+        admission::admit(limits, &mut self.lane(key, limits).lane, scheduled_at, now)
     }
 
     pub(crate) fn add_running(&mut self, key: &LaneKey, limits: Limits) {
@@ -69,16 +69,14 @@ impl Lanes {
             self.scheduled.insert((at, waiting.id.clone()));
         }
         self.waiting.insert(waiting.id.clone(), key.clone());
-        self.lane(key, limits).lane.waiting.push(waiting);
+        self.lane(key, limits).lane.push(waiting);
         self.dirty.insert(key.clone());
     }
 
-    /// Takes a run out of its wait list (started, cancelled, replaced).
+    /// Takes a run out of its wait list (cancelled, replaced).
     pub(crate) fn remove_waiting(&mut self, id: &str) -> Option<Waiting> {
         let key = self.waiting.remove(id)?;
-        let state = self.lanes.get_mut(&key)?;
-        let pos = state.lane.waiting.iter().position(|w| w.id == id)?;
-        let w = state.lane.waiting.swap_remove(pos);
+        let w = self.lanes.get_mut(&key)?.lane.remove(id)?;
         if let Some(at) = w.scheduled_at {
             self.scheduled.remove(&(at, w.id.clone()));
         }
@@ -91,15 +89,14 @@ impl Lanes {
 
     /// Fixes a waiting run's submission order once the store assigned it.
     pub(crate) fn set_seq(&mut self, id: &str, seq: i64) {
-        let Some(key) = self.waiting.get(id) else {
+        let Some(key) = self.waiting.get(id).cloned() else {
             return;
         };
-        if let Some(w) = self
-            .lanes
-            .get_mut(key)
-            .and_then(|s| s.lane.waiting.iter_mut().find(|w| w.id == id))
+        if let Some(state) = self.lanes.get_mut(&key)
+            && let Some(mut w) = state.lane.remove(id)
         {
             w.seq = seq;
+            state.lane.push(w);
         }
     }
 
@@ -118,16 +115,13 @@ impl Lanes {
         }
         let mut out = Vec::new();
         for key in std::mem::take(&mut self.dirty) {
-            let Some(state) = self.lanes.get(&key) else {
+            let Some(state) = self.lanes.get_mut(&key) else {
                 continue;
             };
-            let ids = admission::to_start(state.limits, &state.lane, now);
-            for id in ids {
-                let Some(waiting) = self.remove_waiting(&id) else {
-                    continue;
-                };
-                if let Some(state) = self.lanes.get_mut(&key) {
-                    state.lane.running += 1;
+            for waiting in admission::take_startable(state.limits, &mut state.lane, now) {
+                self.waiting.remove(&waiting.id);
+                if let Some(at) = waiting.scheduled_at {
+                    self.scheduled.remove(&(at, waiting.id.clone()));
                 }
                 out.push((key.clone(), waiting));
             }
