@@ -1,8 +1,11 @@
 //! The `ganger` binary: every subcommand.
 
+mod client;
+mod config;
 mod load;
 mod output;
 mod run;
+mod server_cmd;
 mod validate;
 
 use std::process::ExitCode;
@@ -34,6 +37,12 @@ enum Command {
     Run(run::RunArgs),
     /// Check job files and report every problem with file:line:col.
     Validate(validate::ValidateArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Serve the HTTP API and run jobs (by default with an in-process agent).
+    Server(server_cmd::ServerArgs),
+    /// Manage API tokens, on the server's machine.
+    Token(server_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Validate(args) => validate::main(&args),
+        Command::Client(command) => client::main(command),
+        Command::Server(args) => server_cmd::main(args),
+        Command::Token(args) => server_cmd::token_main(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

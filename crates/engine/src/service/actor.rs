@@ -869,7 +869,9 @@ impl Actor {
             ready: std::mem::take(&mut self.ready),
             ..Batch::default()
         };
-        for (id, task) in std::mem::take(&mut self.changed) {
+        let changed = std::mem::take(&mut self.changed);
+        for (id, task) in &changed {
+            let (id, task) = (id.clone(), *task);
             let Some(live) = self.live.get(&id) else {
                 continue;
             };
@@ -881,7 +883,6 @@ impl Actor {
                     batch.done.push(key_of(&id, task, phase));
                 }
             }
-            self.logs.changed(&id, task);
         }
         let mut finished = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
@@ -934,6 +935,11 @@ impl Actor {
         }
         self.offers_changed = false;
         let claimed = self.commit_with_retries(batch).await?;
+        // Followers re-read the store when woken: only now does it hold
+        // the news.
+        for (id, task) in &changed {
+            self.logs.changed(id, *task);
+        }
         self.hand_out(asked, claimed, now);
         for id in finished {
             if let Some(live) = self.live.remove(&id) {
