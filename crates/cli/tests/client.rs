@@ -322,8 +322,8 @@ fn exec_runs_one_command_word_for_word() {
     }
     let out = s.run(&["exec", "--wait", "--", "sh", "-c", "exit 3"]);
     assert_eq!(out.code(), 1, "{out}");
-    // Both runs used one stored version of the `exec` job.
-    let job = s.json(&["jobs", "exec", "--json"]);
+    // Both runs used one stored version of the `ganger.exec` job.
+    let job = s.json(&["jobs", "ganger.exec", "--json"]);
     assert_eq!(job["versions"].as_array().map(Vec::len), Some(1), "{job}");
 }
 

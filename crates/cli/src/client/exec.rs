@@ -1,7 +1,7 @@
 //! `ganger exec -- CMD [ARG]...`: one ad-hoc command as a one-task run.
 //!
-//! The API has no ad-hoc runs, so exec stores a fixed job named `exec`
-//! whose one task evaluates its `command` parameter, then submits it with
+//! The API has no ad-hoc runs, so exec stores a fixed job named
+//! `ganger.exec` whose one task evaluates its `command` parameter, then submits it with
 //! the command line, shell-quoted, as that parameter. The definition only
 //! changes with the tags, so repeated execs reuse one version.
 
@@ -12,8 +12,9 @@ use ganger_api::{ApplyResponse, SubmitRequest, SubmitResponse};
 use super::conn::ConnArgs;
 use super::submit::{WatchArgs, report};
 
-/// The name of the job (and of its task) that carries ad-hoc commands.
-pub(crate) const JOB: &str = "exec";
+/// The job that carries ad-hoc commands. Its name is one a person would
+/// not pick, so `ganger exec` never versions over a user's own job.
+pub(crate) const JOB: &str = "ganger.exec";
 
 #[derive(Args)]
 pub(crate) struct ExecArgs {
@@ -84,7 +85,7 @@ fn tag(s: &str) -> Result<String, String> {
 fn definition(tags: &[String]) -> String {
     let mut yaml = String::from(
         r#"jobs:
-  exec:
+  ganger.exec:
     description: ad-hoc commands started by `ganger exec`
     params:
       command: { required: true, description: "the command line, shell-quoted" }
@@ -161,7 +162,7 @@ mod tests {
             let job = &file.jobs[0];
             assert_eq!(job.name, JOB);
             assert_eq!(job.tasks.len(), 1);
-            assert_eq!(job.tasks[0].name, JOB);
+            assert_eq!(job.tasks[0].name, "exec");
             assert_eq!(job.tasks[0].tags, tags);
         }
         Ok(())
