@@ -158,6 +158,7 @@ async fn serve(config: ServerConfig) -> Result<u8> {
         EngineConfig {
             data_dir: data.clone(),
             lease: config.lease.value,
+            heartbeat: config.heartbeat.value,
             kill_grace: grace,
             log_cap: config.log_cap.value,
             local_slots: config.local_agent.value.then_some(config.slots.value),

@@ -15,6 +15,7 @@ async fn engine(dir: &std::path::Path, slots: u32) -> Engine {
     let config = EngineConfig {
         data_dir: dir.to_owned(),
         lease: Duration::from_secs(30),
+        heartbeat: Duration::from_millis(100),
         kill_grace: Duration::from_secs(5),
         log_cap: Some(1 << 20),
         local_slots: Some(slots),
@@ -157,6 +158,7 @@ async fn idempotent_submit_and_retry_of_what_failed() {
             EngineConfig {
                 data_dir: dir.path().to_owned(),
                 lease: Duration::from_secs(30),
+                heartbeat: Duration::from_millis(100),
                 kill_grace: Duration::from_secs(5),
                 log_cap: None,
                 local_slots: Some(2),
@@ -205,6 +207,7 @@ async fn concurrency_queues_and_cancel_of_a_waiting_run() {
         EngineConfig {
             data_dir: dir.path().to_owned(),
             lease: Duration::from_secs(30),
+            heartbeat: Duration::from_millis(100),
             kill_grace: Duration::from_secs(5),
             log_cap: None,
             local_slots: Some(2),
@@ -297,6 +300,7 @@ async fn engine_with(dir: &std::path::Path, lease: Duration, local_slots: Option
     let config = EngineConfig {
         data_dir: dir.to_owned(),
         lease,
+        heartbeat: Duration::from_millis(100),
         kill_grace: Duration::from_secs(5),
         log_cap: None,
         local_slots,

@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// How long a claim holds without a heartbeat.
     pub lease: Duration,
+    /// How often agents renew their leases (well under `lease`).
+    pub heartbeat: Duration,
     /// SIGTERM to SIGKILL when a task is stopped.
     pub kill_grace: Duration,
     /// Per-attempt log cap in bytes.
@@ -460,7 +462,7 @@ impl Engine {
 
     /// How often an agent should renew its leases.
     pub fn heartbeat_interval(&self) -> Duration {
-        (self.inner.config.lease / 3).max(Duration::from_millis(100))
+        self.inner.config.heartbeat
     }
 
     fn seen(&self, agent: &str, info: Option<(Vec<String>, Vec<String>, u32)>) {

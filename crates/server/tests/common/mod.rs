@@ -58,6 +58,7 @@ impl Api {
         let config = EngineConfig {
             data_dir: dir.path().to_owned(),
             lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
             kill_grace: Duration::from_secs(5),
             log_cap: Some(1 << 20),
             local_slots: (slots > 0).then_some(slots),
