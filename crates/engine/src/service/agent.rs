@@ -56,7 +56,9 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     let labels = vec![format!("agent={LOCAL_AGENT}")];
     let executors = vec!["process".to_owned()];
     let mut running: HashMap<TaskKey, (u32, watch::Sender<Option<KillMode>>)> = HashMap::new();
-    let (done_tx, mut done) = mpsc::unbounded_channel::<TaskKey>();
+    let (progress_tx, mut progress) = mpsc::unbounded_channel::<Progress>();
+    // Results handed to no one yet: the agent is idle only without them.
+    let mut unreported = 0usize;
     let mut heartbeat = tokio::time::interval(engine.heartbeat_interval());
     // A claim stays pending across loop turns: dropping one the actor has
     // already answered would strand its tasks until their leases expire.
@@ -64,10 +66,10 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     let mut stopping = false;
     loop {
         idle.send_if_modified(|idle| {
-            let now = running.is_empty();
+            let now = running.is_empty() && unreported == 0;
             std::mem::replace(idle, now) != now
         });
-        if stopping && running.is_empty() {
+        if stopping && running.is_empty() && unreported == 0 {
             return;
         }
         let free = slots.saturating_sub(running.len() as u32);
@@ -89,16 +91,20 @@ pub(crate) async fn run(engine: Engine, local: Local) {
                             let key = a.key.clone();
                             let (tx, rx) = watch::channel(None);
                             running.insert(key, (a.attempt, tx));
-                            start(&engine, a, &settings, &hub, rx, done_tx.clone());
+                            unreported += 1;
+                            start(&engine, a, &settings, &hub, rx, progress_tx.clone());
                         }
                     }
                     // Shutting down or failing: wait for news instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
-            Some(key) = done.recv() => {
-                running.remove(&key);
-            }
+            Some(news) = progress.recv() => match news {
+                Progress::Exited(key) => {
+                    running.remove(&key);
+                }
+                Progress::Reported => unreported -= 1,
+            },
             Some(order) = kills.recv() => {
                 if let Some((attempt, tx)) = running.get(&order.key)
                     && *attempt == order.attempt
@@ -125,13 +131,21 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     }
 }
 
+/// What an attempt's task tells the agent loop.
+enum Progress {
+    /// The process is gone: its slot is free (its result is on its way).
+    Exited(TaskKey),
+    /// The result was handed to the engine.
+    Reported,
+}
+
 fn start(
     engine: &Engine,
     a: Assignment,
     settings: &Settings,
     hub: &LogHub,
     kill: watch::Receiver<Option<KillMode>>,
-    done: mpsc::UnboundedSender<TaskKey>,
+    progress: mpsc::UnboundedSender<Progress>,
 ) {
     let engine = engine.clone();
     let settings = settings.clone();
@@ -143,24 +157,18 @@ fn start(
     });
     tokio::spawn(async move {
         let (key, attempt) = (a.key, a.attempt);
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let reporter = {
+        // Not awaited: the engine takes commands in order, so the start is
+        // applied before the end, and a short task's start and end share
+        // one commit instead of waiting for one each.
+        let started = {
             let engine = engine.clone();
             let key = key.clone();
-            tokio::spawn(async move {
-                if started_rx.await.is_ok() {
-                    let _ = engine
-                        .report(LOCAL_AGENT, &key, attempt, AgentReport::Started)
-                        .await;
-                }
-            })
+            move || engine.report_in_order(LOCAL_AGENT, &key, attempt, AgentReport::Started)
         };
-        let ended = attempt::run(a.spec, &workdir, &settings, sink, kill, move || {
-            let _ = started_tx.send(());
-        })
-        .await;
-        // The start report goes first: the core takes an end only after it.
-        let _ = reporter.await;
+        let ended = attempt::run(a.spec, &workdir, &settings, sink, kill, started).await;
+        // The slot frees before the result is committed, so the next claim
+        // rides in the same commit as this result.
+        let _ = progress.send(Progress::Exited(key.clone()));
         let finished = AgentReport::Finished {
             exit: ended.exit,
             outputs: ended.outputs,
@@ -168,6 +176,6 @@ fn start(
         // A refusal means the attempt is no longer current (fenced); there
         // is nothing left to do for it either way.
         let _ = engine.report(LOCAL_AGENT, &key, attempt, finished).await;
-        let _ = done.send(key);
+        let _ = progress.send(Progress::Reported);
     });
 }

@@ -535,6 +535,20 @@ impl Engine {
         .await
     }
 
+    /// Like [`Engine::report`] without waiting for the answer: the report
+    /// is applied after every command sent before it and before every
+    /// command sent after it, and a refusal is dropped.
+    pub fn report_in_order(&self, agent: &str, key: &TaskKey, attempt: u32, report: AgentReport) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.inner.commands.send(Command::Report {
+            agent: agent.to_owned(),
+            key: key.clone(),
+            attempt,
+            report,
+            reply,
+        });
+    }
+
     /// Renews the leases of every attempt the agent holds.
     pub async fn heartbeat(&self, agent: &str) -> Result<(), EngineError> {
         self.seen(agent, None);
