@@ -387,3 +387,51 @@ fn definitions_are_versioned_and_runs_keep_theirs() {
     let (_, detail) = api.get("/api/v1/jobs/evolving");
     assert_eq!(detail["versions"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn retry_reruns_only_what_failed_keeping_outputs() {
+    let server = Server::start();
+    let api = Api::new(&server);
+    let dir = server.dir();
+    let d = dir.display();
+    api.apply(&format!(
+        r#"
+jobs:
+  pipeline:
+    tasks:
+      build:
+        run: |
+          echo built >> "{d}/build.count"
+          echo "artifact=app-1.tgz" >> "$GANGER_OUTPUT"
+      test: {{run: 'test -e "{d}/fixed"', needs: [build]}}
+      publish: {{run: 'echo "{{{{ tasks.build.outputs.artifact }}}}" > "{d}/published"', needs: [test]}}
+"#
+    ));
+    let id = api.submit(json!({"job": "pipeline"}));
+    let failed = api.wait_status(&id, "failed");
+    assert_eq!(task(&failed, "publish")["status"], "skipped");
+    std::fs::write(dir.join("fixed"), "").expect("fix");
+    let (status, v) = api.post(&format!("/api/v1/runs/{id}/retry"), json!({}));
+    assert_eq!(status, 200, "{v}");
+    let run = api.wait_status(&id, "succeeded");
+    assert_eq!(
+        task(&run, "build")["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        task(&run, "test")["attempts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("build.count")).expect("count"),
+        "built\n",
+        "build ran once"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("published")).expect("published"),
+        "app-1.tgz\n",
+        "the kept task's outputs flow on"
+    );
+    let (status, v) = api.post(&format!("/api/v1/runs/{id}/retry"), json!({}));
+    assert_eq!(status, 409, "a succeeded run has nothing to retry: {v}");
+}
