@@ -1,10 +1,11 @@
 //! The in-process agent: claims tasks through the same calls a remote
 //! agent makes and runs them as processes on the server's machine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ganger_core::run::Exit;
 use ganger_executor::{KillMode, LogLine, LogSink};
 use ganger_store::TaskKey;
 use tokio::sync::{mpsc, watch};
@@ -56,6 +57,9 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     let labels = vec![format!("agent={LOCAL_AGENT}")];
     let executors = vec!["process".to_owned()];
     let mut running: HashMap<TaskKey, (u32, watch::Sender<Option<KillMode>>)> = HashMap::new();
+    // Claimed ahead, one per slot at most: when a task ends, the next starts
+    // at once instead of waiting for a claim to be committed.
+    let mut ahead: VecDeque<Assignment> = VecDeque::new();
     let (progress_tx, mut progress) = mpsc::unbounded_channel::<Progress>();
     // Results handed to no one yet: the agent is idle only without them.
     let mut unreported = 0usize;
@@ -65,6 +69,16 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     let mut claim = None;
     let mut stopping = false;
     loop {
+        if !engine.draining() {
+            while running.len() < slots as usize
+                && let Some(a) = ahead.pop_front()
+            {
+                let (tx, rx) = watch::channel(None);
+                running.insert(a.key.clone(), (a.attempt, tx));
+                unreported += 1;
+                start(&engine, a, &settings, &hub, rx, progress_tx.clone());
+            }
+        }
         idle.send_if_modified(|idle| {
             let now = running.is_empty() && unreported == 0;
             std::mem::replace(idle, now) != now
@@ -72,13 +86,13 @@ pub(crate) async fn run(engine: Engine, local: Local) {
         if stopping && running.is_empty() && unreported == 0 {
             return;
         }
-        let free = slots.saturating_sub(running.len() as u32);
-        if claim.is_none() && free > 0 && !stopping {
+        let wanted = (2 * slots as usize).saturating_sub(running.len() + ahead.len()) as u32;
+        if claim.is_none() && wanted > 0 && !stopping {
             let engine = engine.clone();
             let (labels, executors) = (labels.clone(), executors.clone());
             claim = Some(Box::pin(async move {
                 engine
-                    .claim(LOCAL_AGENT, labels, executors, free, CLAIM_WAIT)
+                    .claim(LOCAL_AGENT, labels, executors, wanted, CLAIM_WAIT)
                     .await
             }));
         }
@@ -86,15 +100,7 @@ pub(crate) async fn run(engine: Engine, local: Local) {
             got = async { claim.as_mut().expect("guarded").await }, if claim.is_some() => {
                 claim = None;
                 match got {
-                    Ok(assignments) => {
-                        for a in assignments {
-                            let key = a.key.clone();
-                            let (tx, rx) = watch::channel(None);
-                            running.insert(key, (a.attempt, tx));
-                            unreported += 1;
-                            start(&engine, a, &settings, &hub, rx, progress_tx.clone());
-                        }
-                    }
+                    Ok(assignments) => ahead.extend(assignments),
                     // Shutting down or failing: wait for news instead of spinning.
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
@@ -111,19 +117,32 @@ pub(crate) async fn run(engine: Engine, local: Local) {
                 {
                     let mode = if order.force { KillMode::Immediate } else { KillMode::Graceful };
                     let _ = tx.send(Some(mode));
+                } else if let Some(pos) = ahead
+                    .iter()
+                    .position(|a| a.key == order.key && a.attempt == order.attempt)
+                {
+                    // Stopped before it started: its end is all there is to say.
+                    let a = ahead.remove(pos).expect("found");
+                    let never = AgentReport::Finished {
+                        exit: Exit::Error("stopped before it started".into()),
+                        outputs: BTreeMap::new(),
+                    };
+                    engine.report_in_order(LOCAL_AGENT, &a.key, a.attempt, never);
                 }
             }
             Ok(()) = stop.changed(), if !stopping => {
                 stopping = *stop.borrow_and_update();
                 if stopping {
                     claim = None;
+                    // Claimed but not started: the next start offers them again.
+                    ahead.clear();
                     for (_, tx) in running.values() {
                         let _ = tx.send(Some(KillMode::Immediate));
                     }
                 }
             }
             _ = heartbeat.tick() => {
-                if !running.is_empty() {
+                if !running.is_empty() || !ahead.is_empty() {
                     let _ = engine.heartbeat(LOCAL_AGENT).await;
                 }
             }

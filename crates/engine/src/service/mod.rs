@@ -82,6 +82,8 @@ struct Inner {
     logs: LogHub,
     commands: mpsc::UnboundedSender<Command>,
     agents: Mutex<std::collections::BTreeMap<String, AgentSeen>>,
+    /// Set when a shutdown begins: no new work starts.
+    draining: std::sync::atomic::AtomicBool,
     /// Set at the end of a shutdown: the in-process agent kills its tasks.
     stopping: watch::Sender<bool>,
     /// Whether the in-process agent runs nothing (always true without one).
@@ -126,6 +128,7 @@ impl Engine {
                 logs: logs.clone(),
                 commands,
                 agents: Mutex::default(),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 stopping,
                 local_idle,
             }),
@@ -437,6 +440,9 @@ impl Engine {
     /// kills what still runs. Those attempts are interrupted: they run
     /// again on the next start, outside their retry budget.
     pub async fn shutdown(&self, grace: Duration) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Drain(tx)).is_ok() {
             let _ = rx.await;
@@ -451,6 +457,13 @@ impl Engine {
         // Killed groups end at once; the bound only guards against a
         // process that cannot be reaped.
         let _ = tokio::time::timeout(Duration::from_secs(5), idle.wait_for(|idle| *idle)).await;
+    }
+
+    /// Whether a shutdown has begun: agents start nothing new.
+    pub fn draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the store answers (for `/readyz`).
