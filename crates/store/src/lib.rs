@@ -31,19 +31,21 @@
 //!
 //! # Invariants
 //!
-//! - **One transaction per call.** [`Store::commit`] applies all run
-//!   updates, new claimables, removed claimables and claims of one engine
-//!   tick together or not at all; so does [`Store::insert_runs`] for a group
-//!   of submissions (group commit: one transaction, one fsync) and
+//! - **One transaction per call.** [`Store::commit`] applies all new runs,
+//!   run updates, new claimables, removed claimables and claims of one
+//!   engine tick together or not at all (one engine tick = one transaction,
+//!   one fsync, including the runs submitted during the tick); so does
 //!   [`Store::put_jobs`] for one upload. SQLite starts every write
 //!   transaction with `BEGIN IMMEDIATE`, so it takes the write lock up front
 //!   and waits for it (busy timeout) instead of failing on a read-to-write
 //!   upgrade.
-//! - **One implementation per operation.** [`Store::insert_run`] is
-//!   [`Store::insert_runs`] of one run and [`Store::claim`] is
-//!   [`Store::commit`] of a batch holding only that request (provided
-//!   methods), so a backend has one insert path and one claim path, and a
-//!   claim behaves the same alone or inside a tick.
+//! - **One implementation per operation.** [`Store::insert_runs`] is
+//!   [`Store::commit`] of a batch holding only those runs,
+//!   [`Store::insert_run`] is [`Store::insert_runs`] of one run, and
+//!   [`Store::claim`] is [`Store::commit`] of a batch holding only that
+//!   request (provided methods). So a backend has one write path, with one
+//!   insert step and one claim step, and an insert or a claim behaves the
+//!   same alone or inside a tick.
 //! - **A claimable is claimed by at most one agent at a time.** A claim only
 //!   takes rows that are unclaimed at the moment of the write (guarded by
 //!   `agent IS NULL` in the same statement), under the write lock. Claims end
@@ -51,7 +53,7 @@
 //!   the key with a new attempt number (see [`Batch::ready`]).
 //! - **Exactly-once enqueue.** Two inserts with the same idempotency key
 //!   create one run, whatever the interleaving, and whether they come in
-//!   separate calls or in one [`Store::insert_runs`] call.
+//!   separate calls or in one call ([`Batch::new_runs`]).
 //! - Nothing is half-written: an error rolls the whole call back.
 
 mod error;
@@ -107,7 +109,8 @@ pub struct NewRun {
     pub state_json: String,
 }
 
-/// The outcome of inserting one run ([`Store::insert_runs`]).
+/// The outcome of inserting one run ([`Batch::new_runs`],
+/// [`Store::insert_runs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inserted {
     /// The run was written with this sequence number.
@@ -201,35 +204,57 @@ pub struct Claimable {
 }
 
 /// All changes of one engine tick, applied in one transaction by
-/// [`Store::commit`], in this order: `runs`, then `ready`, then `done`, then
-/// `claims`. Each part sees the effects of the parts before it (a claim can
-/// take a claimable offered in the same batch, not one removed by it).
+/// [`Store::commit`], in this order: `new_runs`, then `runs`, then `ready`,
+/// then `done`, then `claims`. Each part sees the effects of the parts before
+/// it (a run created by `new_runs` can be updated and offered work in the
+/// same batch; a claim can take a claimable offered in the same batch, not
+/// one removed by it). Any error fails the whole batch: nothing is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Batch {
-    /// Runs to update; each must exist.
+    /// Runs to insert with status `"queued"`, with the rules of
+    /// [`Store::insert_runs`]: a run whose idempotency key is taken (by a
+    /// stored run or an earlier run of this list) is not written and is
+    /// answered [`Inserted::Existing`]; a taken or repeated run id is
+    /// [`StoreError::DuplicateRun`] and an empty one [`StoreError::Invalid`].
+    /// [`Store::commit`] answers one [`Inserted`] per run
+    /// ([`Committed::inserted`]).
+    pub new_runs: Vec<NewRun>,
+    /// Runs to update; each must exist (stored, or created by `new_runs`).
     pub runs: Vec<RunUpdate>,
     /// Claimables to offer, inserted or replaced by key; their run must
-    /// exist. Replacing keeps the row's FIFO position. It keeps a current
-    /// claim when the attempt is unchanged (an update of the same offer) and
-    /// drops it when the attempt differs (a new offer, fenced by the new
-    /// attempt number).
+    /// exist (stored, or created by `new_runs`). Replacing keeps the row's
+    /// FIFO position. It keeps a current claim when the attempt is unchanged
+    /// (an update of the same offer) and drops it when the attempt differs
+    /// (a new offer, fenced by the new attempt number).
     pub ready: Vec<Claimable>,
     /// Claimables to remove (finished, cancelled); absent keys are ignored.
     pub done: Vec<TaskKey>,
     /// Claims to make, in order, each seeing the claims made by the ones
     /// before it (so two requests never get the same claimable). Same rules
-    /// as [`Store::claim`]; [`Store::commit`] answers one list per request.
+    /// as [`Store::claim`]; [`Store::commit`] answers one list per request
+    /// ([`Committed::claimed`]).
     pub claims: Vec<ClaimRequest>,
 }
 
 impl Batch {
     /// True when the batch changes nothing and asks for nothing.
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.new_runs.is_empty()
+            && self.runs.is_empty()
             && self.ready.is_empty()
             && self.done.is_empty()
             && self.claims.is_empty()
     }
+}
+
+/// The answer of [`Store::commit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// One outcome per run of [`Batch::new_runs`], in order.
+    pub inserted: Vec<Inserted>,
+    /// One list per request of [`Batch::claims`], in order, each as
+    /// [`Store::claim`] would answer.
+    pub claimed: Vec<Vec<Claimed>>,
 }
 
 /// An agent asking for work.
@@ -291,8 +316,16 @@ pub trait Store: Send + Sync {
     /// by a stored run or an earlier run of this call, is
     /// [`StoreError::DuplicateRun`] and an empty id is
     /// [`StoreError::Invalid`]; either fails the whole call and nothing is
-    /// written. An empty list writes nothing.
-    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>>;
+    /// written. An empty list writes nothing. The same as [`Store::commit`]
+    /// of a batch holding only these runs ([`Batch::new_runs`]).
+    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
+        let count = runs.len();
+        let batch = Batch {
+            new_runs: runs,
+            ..Batch::default()
+        };
+        counted("insert runs", count, self.commit(batch).await?.inserted)
+    }
 
     /// [`Store::insert_runs`] of one run.
     async fn insert_run(&self, run: NewRun) -> Result<Inserted> {
@@ -320,9 +353,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Page<RunSummary>>;
 
     /// Applies one batch in one transaction (see [`Batch`]) and returns
-    /// what each of its claim requests got: one list per request of
-    /// [`Batch::claims`], in order, each as [`Store::claim`] would answer.
-    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>>;
+    /// what it inserted and claimed: one [`Inserted`] per run of
+    /// [`Batch::new_runs`] and one list per request of [`Batch::claims`],
+    /// in order ([`Committed`]). On error nothing is written.
+    async fn commit(&self, batch: Batch) -> Result<Committed>;
 
     /// Claims up to `max` unclaimed claimables with `ready_at <= now`, whose
     /// executor is in `executors` and whose every tag the labels satisfy,
@@ -334,7 +368,7 @@ pub trait Store: Send + Sync {
             claims: vec![req],
             ..Batch::default()
         };
-        single("claim", self.commit(batch).await?)
+        single("claim", self.commit(batch).await?.claimed)
     }
 
     /// Every claim the agent holds, in claim order (highest priority first,
@@ -406,7 +440,7 @@ macro_rules! forward_store {
             ) -> Result<Page<RunSummary>> {
                 (**self).list_runs(filter, cursor, limit).await
             }
-            async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
+            async fn commit(&self, batch: Batch) -> Result<Committed> {
                 (**self).commit(batch).await
             }
             async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -467,6 +501,18 @@ fn single<T>(op: &'static str, mut answers: Vec<T>) -> Result<T> {
             ),
         }),
     }
+}
+
+/// The answers of a provided method that wraps a batch method around
+/// `inputs` inputs, one per input; any other count is a backend bug.
+fn counted<T>(op: &'static str, inputs: usize, answers: Vec<T>) -> Result<Vec<T>> {
+    if answers.len() == inputs {
+        return Ok(answers);
+    }
+    Err(StoreError::Internal {
+        op,
+        detail: format!("{} answers for {inputs} inputs", answers.len()),
+    })
 }
 
 // Cursors are opaque to clients; the prefix versions the format so it can

@@ -6,17 +6,19 @@
 //! No method awaits while holding it, so a std mutex is right.
 //! Methods that can fail check everything before changing anything, so an
 //! error leaves the state untouched (the equivalent of a rollback):
-//! [`Store::insert_runs`] decides every run's outcome before writing the
-//! first, and [`Store::commit`] validates runs and offers before applying
-//! any part (claims, applied last, cannot fail).
+//! [`Store::commit`] decides every new run's outcome (`Inner::plan_runs`)
+//! and checks that every run update and offer refers to a run that is stored
+//! or created by the batch before applying any part (the parts then cannot
+//! fail). [`Store::insert_runs`] is `commit` of a batch of new runs only, so
+//! the insert logic exists once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{
-    Batch, ClaimRequest, Claimable, Claimed, Inserted, JobDef, JobVersion, NewRun, Page, Result,
-    RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, JobVersion, NewRun, Page,
+    Result, RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
     check_new_run, check_token, clamp_limit, decode_cursor, encode_cursor, is_terminal, tags_match,
 };
 
@@ -121,6 +123,48 @@ impl Inner {
             } else {
                 self.unclaimed
                     .remove(&(Reverse(slot.claimable.priority), slot.seq));
+            }
+        }
+    }
+
+    /// Decides the outcome of inserting `runs` (see [`Store::insert_runs`])
+    /// without changing anything: keys and ids taken by earlier runs of the
+    /// list count as stored. Errors when any run would fail the batch.
+    fn plan_runs(&self, runs: &[NewRun]) -> Result<Vec<Inserted>> {
+        let mut new_keys: HashMap<&str, &str> = HashMap::new();
+        let mut new_ids: HashSet<&str> = HashSet::new();
+        let mut seq = self.last_run_seq;
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            check_new_run(run)?;
+            if let Some(key) = run.idempotency_key.as_deref() {
+                let existing = self
+                    .idempotency
+                    .get(key)
+                    .map(String::as_str)
+                    .or_else(|| new_keys.get(key).copied());
+                if let Some(id) = existing {
+                    out.push(Inserted::Existing { id: id.to_owned() });
+                    continue;
+                }
+                new_keys.insert(key, &run.id);
+            }
+            if self.run_seq.contains_key(&run.id) || !new_ids.insert(&run.id) {
+                return Err(StoreError::DuplicateRun { id: run.id.clone() });
+            }
+            seq += 1;
+            out.push(Inserted::Created { seq });
+        }
+        Ok(out)
+    }
+
+    /// Writes the runs `plan` (from [`Inner::plan_runs`] of the same runs,
+    /// with nothing changed in between) says to create.
+    fn add_runs(&mut self, runs: Vec<NewRun>, plan: &[Inserted]) {
+        for (run, outcome) in runs.into_iter().zip(plan) {
+            if let Inserted::Created { seq } = *outcome {
+                self.add_run(seq, run);
+                self.last_run_seq = seq;
             }
         }
     }
@@ -263,43 +307,6 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
-        let mut inner = self.lock("insert runs")?;
-        // Decide every outcome before writing anything (atomicity). Keys and
-        // ids taken by earlier runs of this call count as stored.
-        let mut new_keys: HashMap<&str, &str> = HashMap::new();
-        let mut new_ids: HashSet<&str> = HashSet::new();
-        let mut seq = inner.last_run_seq;
-        let mut out = Vec::with_capacity(runs.len());
-        for run in &runs {
-            check_new_run(run)?;
-            if let Some(key) = run.idempotency_key.as_deref() {
-                let existing = inner
-                    .idempotency
-                    .get(key)
-                    .map(String::as_str)
-                    .or_else(|| new_keys.get(key).copied());
-                if let Some(id) = existing {
-                    out.push(Inserted::Existing { id: id.to_owned() });
-                    continue;
-                }
-                new_keys.insert(key, &run.id);
-            }
-            if inner.run_seq.contains_key(&run.id) || !new_ids.insert(&run.id) {
-                return Err(StoreError::DuplicateRun { id: run.id.clone() });
-            }
-            seq += 1;
-            out.push(Inserted::Created { seq });
-        }
-        for (run, outcome) in runs.into_iter().zip(&out) {
-            if let Inserted::Created { seq } = *outcome {
-                inner.add_run(seq, run);
-            }
-        }
-        inner.last_run_seq = seq;
-        Ok(out)
-    }
-
     async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>> {
         let inner = self.lock("get run by idempotency key")?;
         Ok(inner.idempotency.get(idempotency_key).cloned())
@@ -358,25 +365,38 @@ impl Store for MemoryStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
+    async fn commit(&self, batch: Batch) -> Result<Committed> {
         let mut inner = self.lock("commit batch")?;
-        // Validate the whole batch before the first change (atomicity).
-        for u in &batch.runs {
-            if !inner.run_seq.contains_key(&u.id) {
-                return Err(StoreError::RunNotFound {
-                    op: "commit batch: update run",
-                    id: u.id.clone(),
-                });
+        // Validate the whole batch before the first change (atomicity), in
+        // the order the parts apply, so errors match the SQLite store's.
+        let inserted = inner.plan_runs(&batch.new_runs)?;
+        {
+            let created: HashSet<&str> = batch
+                .new_runs
+                .iter()
+                .zip(&inserted)
+                .filter(|(_, outcome)| matches!(outcome, Inserted::Created { .. }))
+                .map(|(run, _)| run.id.as_str())
+                .collect();
+            let exists = |id: &str| inner.run_seq.contains_key(id) || created.contains(id);
+            for u in &batch.runs {
+                if !exists(&u.id) {
+                    return Err(StoreError::RunNotFound {
+                        op: "commit batch: update run",
+                        id: u.id.clone(),
+                    });
+                }
+            }
+            for c in &batch.ready {
+                if !exists(&c.key.run_id) {
+                    return Err(StoreError::RunNotFound {
+                        op: "commit batch: offer task",
+                        id: c.key.run_id.clone(),
+                    });
+                }
             }
         }
-        for c in &batch.ready {
-            if !inner.run_seq.contains_key(&c.key.run_id) {
-                return Err(StoreError::RunNotFound {
-                    op: "commit batch: offer task",
-                    id: c.key.run_id.clone(),
-                });
-            }
-        }
+        inner.add_runs(batch.new_runs, &inserted);
         for u in batch.runs {
             let Some(&seq) = inner.run_seq.get(&u.id) else {
                 continue; // checked above
@@ -395,7 +415,8 @@ impl Store for MemoryStore {
         for key in &batch.done {
             inner.remove_claimable(key);
         }
-        Ok(batch.claims.iter().map(|req| inner.claim(req)).collect())
+        let claimed = batch.claims.iter().map(|req| inner.claim(req)).collect();
+        Ok(Committed { inserted, claimed })
     }
 
     async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>> {

@@ -11,10 +11,11 @@
 //! writers in other pools or processes: it takes the write lock first and
 //! waits for it (busy timeout) instead of failing on a read-to-write upgrade.
 //!
-//! Each write operation has one body, a function over the open transaction
-//! (`&mut SqliteConnection`): [`Store::insert_runs`] runs `insert_one` per
-//! run and [`Store::commit`] runs `claim_in` per claim request, so group
-//! commit and single calls share the same SQL.
+//! Each write step has one body, a function over the open transaction
+//! (`&mut SqliteConnection`): [`Store::commit`] runs `insert_one` per new
+//! run and `claim_in` per claim request, and [`Store::insert_runs`] and
+//! [`Store::claim`] are `commit` of a batch holding only that part, so a
+//! tick, a group of submissions and a single call share the same SQL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,8 +28,8 @@ use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, Transaction};
 
 use crate::error::BoxError;
 use crate::{
-    Batch, ClaimRequest, Claimable, Claimed, Inserted, JobDef, JobVersion, NewRun, Page, Result,
-    RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, JobVersion, NewRun, Page,
+    Result, RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
     check_new_run, check_token, clamp_limit, decode_cursor, encode_cursor, tags_match,
 };
 
@@ -319,16 +320,16 @@ struct TokenRecord {
 }
 
 /// Inserts one run inside the caller's write transaction (see
-/// [`Store::insert_runs`]); the caller commits or, on error, rolls back.
+/// [`Batch::new_runs`]); the caller commits or, on error, rolls back.
 async fn insert_one(conn: &mut SqliteConnection, run: &NewRun) -> Result<Inserted> {
     const OP: &str = "insert run";
-    // Checked here, after earlier runs of the call were written, like
+    // Checked here, after earlier runs of the batch were written, like
     // `put_jobs`: an error rolls all of them back.
     check_new_run(run)?;
     // The unique index decides, not a prior lookup: the same statement
     // works unchanged where writers are not serialized (PostgreSQL). It also
     // sees the earlier runs of the same transaction, so a key repeated
-    // within one call answers the first run's id.
+    // within one batch answers the first run's id.
     let seq: Option<i64> = sqlx::query_scalar(
         "INSERT INTO runs (id, job, version, status, priority, concurrency_key, \
          idempotency_key, scheduled_at, created_at, params_json, state_json) \
@@ -544,21 +545,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn insert_runs(&self, runs: Vec<NewRun>) -> Result<Vec<Inserted>> {
-        const OP: &str = "insert runs";
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin_write(OP).await?;
-        let mut out = Vec::with_capacity(runs.len());
-        for run in &runs {
-            // An error drops `tx`, which rolls back the earlier runs.
-            out.push(insert_one(&mut tx, run).await?);
-        }
-        tx.commit().await.map_err(|e| db_err(OP, e))?;
-        Ok(out)
-    }
-
     async fn run_for_key(&self, idempotency_key: &str) -> Result<Option<String>> {
         // Answered by the unique partial index `runs_idempotency`.
         sqlx::query_scalar("SELECT id FROM runs WHERE idempotency_key = ?")
@@ -644,18 +630,28 @@ impl Store for SqliteStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn commit(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>> {
+    async fn commit(&self, batch: Batch) -> Result<Committed> {
         const OP: &str = "commit batch";
         // Nothing to write and no claim that could take anything (agents
         // poll with such requests too): no transaction, no write lock.
-        if batch.runs.is_empty()
+        if batch.new_runs.is_empty()
+            && batch.runs.is_empty()
             && batch.ready.is_empty()
             && batch.done.is_empty()
             && batch.claims.iter().all(claim_is_void)
         {
-            return Ok(vec![Vec::new(); batch.claims.len()]);
+            return Ok(Committed {
+                inserted: Vec::new(),
+                claimed: vec![Vec::new(); batch.claims.len()],
+            });
         }
+        // Every error below returns early and drops `tx`, which rolls back
+        // all the batch wrote before it.
         let mut tx = self.begin_write(OP).await?;
+        let mut inserted = Vec::with_capacity(batch.new_runs.len());
+        for run in &batch.new_runs {
+            inserted.push(insert_one(&mut tx, run).await?);
+        }
         for u in &batch.runs {
             let done = sqlx::query(
                 "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, reason = ?, \
@@ -727,7 +723,7 @@ impl Store for SqliteStore {
             claimed.push(claim_in(&mut tx, req).await?);
         }
         tx.commit().await.map_err(|e| db_err(OP, e))?;
-        Ok(claimed)
+        Ok(Committed { inserted, claimed })
     }
 
     async fn claims_of(&self, agent: &str) -> Result<Vec<Claimed>> {

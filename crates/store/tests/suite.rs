@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ganger_store::{
-    Batch, ClaimRequest, Claimable, Claimed, Inserted, JobDef, MemoryStore, NewRun, RunFilter,
-    RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, MemoryStore, NewRun,
+    RunFilter, RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
 };
 use tempfile::TempDir;
 
@@ -48,6 +48,9 @@ macro_rules! suite {
                 list_filters,
                 commit_applies_everything_or_nothing,
                 commit_claims_see_the_rest_of_the_batch,
+                commit_new_runs_are_seen_by_the_rest_of_the_batch,
+                failing_commit_with_new_runs_writes_nothing,
+                commit_new_runs_repeat_a_key_within_the_batch,
                 claims_of_lists_an_agents_claims,
                 claim_order_is_priority_then_fifo,
                 claim_matches_tags_executors_and_time,
@@ -657,6 +660,7 @@ mod cases {
         // A batch with one bad part changes nothing: not the run, not the
         // claimables (neither the new one nor the removal).
         let bad_update = Batch {
+            new_runs: Vec::new(),
             runs: vec![update("r", "running"), update("ghost", "running")],
             ready: vec![offer("r", 1, 0)],
             done: vec![key("r", 0)],
@@ -668,6 +672,7 @@ mod cases {
             "{err:?}"
         );
         let bad_offer = Batch {
+            new_runs: Vec::new(),
             runs: vec![update("r", "running")],
             ready: vec![offer("r", 1, 0), offer("ghost", 0, 0)],
             done: vec![key("r", 0)],
@@ -687,6 +692,7 @@ mod cases {
 
         // The good batch applies all three parts, `done` after `ready`.
         s.commit(Batch {
+            new_runs: Vec::new(),
             runs: vec![update("r", "running")],
             ready: vec![offer("r", 1, 0), offer("r", 2, 0), offer("r", 3, 0)],
             done: vec![key("r", 0), key("r", 3), key("r", 99)],
@@ -702,11 +708,9 @@ mod cases {
             tasks(&s.claim(request("a", 10)).await.expect("claim")),
             [1, 2]
         );
-        assert!(
-            s.commit(Batch::default())
-                .await
-                .expect("empty batch")
-                .is_empty()
+        assert_eq!(
+            s.commit(Batch::default()).await.expect("empty batch"),
+            Committed::default()
         );
     }
 
@@ -748,6 +752,7 @@ mod cases {
         };
         let answers = s
             .commit(Batch {
+                new_runs: Vec::new(),
                 runs: vec![update("r", "running")],
                 ready: vec![
                     offer("r", 1, 5),
@@ -771,7 +776,8 @@ mod cases {
                 ],
             })
             .await
-            .expect("commit");
+            .expect("commit")
+            .claimed;
         let got: Vec<Vec<u32>> = answers.iter().map(|c| tasks(c)).collect();
         // Task 0 and 4 were removed first; task 3 is not ready at 10.
         assert_eq!(got, [vec![1], vec![], vec![], vec![2], vec![]]);
@@ -802,7 +808,8 @@ mod cases {
                 ..Batch::default()
             })
             .await
-            .expect("void claims");
+            .expect("void claims")
+            .claimed;
         assert_eq!(voids, [Vec::new(), Vec::new()]);
         // `claim` is a batch of one request, and sees the same rows.
         let on_time = ClaimRequest {
@@ -810,6 +817,243 @@ mod cases {
             ..request("d", 10)
         };
         assert_eq!(tasks(&s.claim(on_time).await.expect("claim")), [3]);
+    }
+
+    /// One tick in one commit: runs submitted during the tick are created
+    /// first, then updated, offered work and claimed by the same batch.
+    pub async fn commit_new_runs_are_seen_by_the_rest_of_the_batch<S: Store>(s: Arc<S>) {
+        let seq0 = created(&*s, new_run("r0", "build")).await;
+        let only_runs = Batch {
+            new_runs: vec![new_run("x", "build")],
+            ..Batch::default()
+        };
+        assert!(!only_runs.is_empty(), "new runs are not an empty batch");
+
+        let out = s
+            .commit(Batch {
+                new_runs: vec![
+                    new_run("n1", "build"),
+                    NewRun {
+                        idempotency_key: Some("k2".into()),
+                        ..new_run("n2", "deploy")
+                    },
+                ],
+                runs: vec![update("n1", "running")],
+                ready: vec![offer("n1", 0, 3), offer("r0", 0, 0)],
+                done: Vec::new(),
+                claims: vec![request("a", 1), request("b", 10)],
+            })
+            .await
+            .expect("commit");
+        let seqs: Vec<i64> = out
+            .inserted
+            .iter()
+            .map(|i| match i {
+                Inserted::Created { seq } => *seq,
+                other => panic!("expected a new run, got {other:?}"),
+            })
+            .collect();
+        assert!(
+            seqs.len() == 2 && seq0 < seqs[0] && seqs[0] < seqs[1],
+            "{out:?}"
+        );
+        assert_eq!(out.claimed.len(), 2);
+        assert_eq!(
+            (
+                out.claimed[0].len(),
+                &out.claimed[0][0].claimable,
+                out.claimed[0][0].agent.as_str()
+            ),
+            (1, &offer("n1", 0, 3), "a"),
+            "the new run's offer, claimed in the same batch"
+        );
+        assert_eq!(
+            out.claimed[1]
+                .iter()
+                .map(|c| c.claimable.key.clone())
+                .collect::<Vec<_>>(),
+            [key("r0", 0)]
+        );
+
+        let n1 = s.run("n1").await.expect("get n1").expect("n1");
+        assert_eq!(
+            (
+                n1.summary.seq,
+                n1.summary.status.as_str(),
+                n1.state_json.as_str()
+            ),
+            (seqs[0], "running", r#"{"s":"running"}"#)
+        );
+        let n2 = s.run("n2").await.expect("get n2").expect("n2");
+        assert_eq!(
+            (n2.summary.seq, n2.summary.status.as_str()),
+            (seqs[1], "queued")
+        );
+        assert_eq!(s.run_for_key("k2").await.expect("key"), Some("n2".into()));
+        assert_eq!(
+            tasks(&s.claims_of("a").await.expect("claims of a")),
+            [0],
+            "the claim is stored"
+        );
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 3);
+    }
+
+    /// A bad new run fails the whole batch: no run, no key, no update, no
+    /// claimable, no claim. A run answered `Existing` is not created, so the
+    /// batch cannot refer to it by its own id.
+    pub async fn failing_commit_with_new_runs_writes_nothing<S: Store>(s: Arc<S>) {
+        created(
+            &*s,
+            NewRun {
+                idempotency_key: Some("k0".into()),
+                ..new_run("r0", "build")
+            },
+        )
+        .await;
+        let tick = |new_runs: Vec<NewRun>, touched: &str| Batch {
+            new_runs,
+            runs: vec![update("r0", "running"), update(touched, "running")],
+            ready: vec![offer("r0", 0, 0), offer(touched, 0, 0)],
+            done: Vec::new(),
+            claims: vec![request("a", 10)],
+        };
+        let keyed = |id: &str, k: &str| NewRun {
+            idempotency_key: Some(k.into()),
+            ..new_run(id, "build")
+        };
+
+        // The second new run's id is taken by a stored run.
+        let err = s
+            .commit(tick(vec![keyed("a", "ka"), new_run("r0", "build")], "a"))
+            .await
+            .expect_err("a taken id");
+        assert!(
+            matches!(err, StoreError::DuplicateRun { ref id } if id == "r0"),
+            "{err:?}"
+        );
+        // The second new run repeats the first one's id.
+        let err = s
+            .commit(tick(vec![keyed("a", "ka"), new_run("a", "build")], "a"))
+            .await
+            .expect_err("a repeated id");
+        assert!(
+            matches!(err, StoreError::DuplicateRun { ref id } if id == "a"),
+            "{err:?}"
+        );
+        let err = s
+            .commit(tick(vec![keyed("a", "ka"), new_run("", "build")], "a"))
+            .await
+            .expect_err("an empty id");
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+        // "c" carries a stored key: answered `Existing`, never created.
+        let err = s
+            .commit(tick(vec![keyed("a", "ka"), keyed("c", "k0")], "c"))
+            .await
+            .expect_err("a run that was not created");
+        assert!(
+            matches!(err, StoreError::RunNotFound { ref id, .. } if id == "c"),
+            "{err:?}"
+        );
+
+        for id in ["a", "c"] {
+            assert!(s.run(id).await.expect("get").is_none(), "{id}");
+        }
+        assert_eq!(s.run_for_key("ka").await.expect("key"), None);
+        let r0 = s.run("r0").await.expect("get r0").expect("r0");
+        assert_eq!(r0.summary.status, "queued", "the update was rolled back");
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 1);
+        assert!(s.claims_of("a").await.expect("claims of a").is_empty());
+        assert!(
+            s.claim(request("b", 10)).await.expect("claim").is_empty(),
+            "no claimable was written"
+        );
+
+        // Without the bad run the same tick goes through.
+        let out = s
+            .commit(tick(vec![keyed("a", "ka"), new_run("b", "build")], "a"))
+            .await
+            .expect("commit");
+        assert!(
+            matches!(
+                out.inserted[..],
+                [Inserted::Created { .. }, Inserted::Created { .. }]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(
+            tasks(&out.claimed[0]),
+            [0, 0],
+            "both offers claimed in the same batch"
+        );
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 3);
+    }
+
+    /// Idempotency keys inside one batch: a key repeated within the batch,
+    /// or taken by a stored run, answers that run's id and writes nothing;
+    /// the batch can still update and offer work to the run that holds it.
+    pub async fn commit_new_runs_repeat_a_key_within_the_batch<S: Store>(s: Arc<S>) {
+        let keyed = |id: &str, k: &str| NewRun {
+            idempotency_key: Some(k.into()),
+            ..new_run(id, "build")
+        };
+        created(&*s, keyed("r0", "k0")).await;
+        let out = s
+            .commit(Batch {
+                new_runs: vec![
+                    keyed("a", "k"),
+                    keyed("b", "k"),  // repeats a's key
+                    keyed("c", "k0"), // stored key
+                    keyed("d", "kd"),
+                    keyed("e", "k"), // repeats a's key again
+                ],
+                runs: vec![update("a", "running")],
+                ready: vec![offer("a", 0, 0)],
+                claims: vec![request("x", 10)],
+                ..Batch::default()
+            })
+            .await
+            .expect("commit");
+        assert_eq!(out.inserted.len(), 5);
+        assert!(matches!(out.inserted[0], Inserted::Created { .. }));
+        assert_eq!(out.inserted[1], Inserted::Existing { id: "a".into() });
+        assert_eq!(out.inserted[2], Inserted::Existing { id: "r0".into() });
+        assert!(matches!(out.inserted[3], Inserted::Created { .. }));
+        assert_eq!(out.inserted[4], Inserted::Existing { id: "a".into() });
+        assert_eq!(
+            out.claimed
+                .iter()
+                .map(|c| c.iter().map(|c| c.claimable.key.clone()).collect())
+                .collect::<Vec<Vec<_>>>(),
+            [vec![key("a", 0)]]
+        );
+        for (id, present) in [
+            ("a", true),
+            ("b", false),
+            ("c", false),
+            ("d", true),
+            ("e", false),
+        ] {
+            assert_eq!(s.run(id).await.expect("get").is_some(), present, "{id}");
+        }
+        assert_eq!(s.run_for_key("k").await.expect("key"), Some("a".into()));
+        assert_eq!(
+            s.run("a").await.expect("get a").expect("a").summary.status,
+            "running"
+        );
+        // The key stays taken for the next tick and for single inserts.
+        let out = s
+            .commit(Batch {
+                new_runs: vec![keyed("f", "k")],
+                ..Batch::default()
+            })
+            .await
+            .expect("next tick");
+        assert_eq!(out.inserted, [Inserted::Existing { id: "a".into() }]);
+        assert_eq!(
+            s.insert_run(keyed("g", "kd")).await.expect("single"),
+            Inserted::Existing { id: "d".into() }
+        );
+        assert_eq!(s.unfinished().await.expect("unfinished").len(), 3);
     }
 
     pub async fn claims_of_lists_an_agents_claims<S: Store>(s: Arc<S>) {

@@ -16,7 +16,7 @@ use ganger_core::admission::{Admission, Limits, Waiting};
 use ganger_core::model::{Job, TaskId};
 use ganger_core::run::{Decision, Event, EventError, Exit, Phase, RunState, TaskSpec, TaskStatus};
 use ganger_store::{
-    Batch, ClaimRequest, Claimable, Claimed, Inserted, NewRun, RunUpdate, Store, TaskKey,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, NewRun, RunUpdate, Store, TaskKey,
 };
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
@@ -157,6 +157,7 @@ pub(crate) struct Actor {
     kills: HashMap<String, mpsc::UnboundedSender<KillOrder>>,
     draining: bool,
     // What the current turn changed.
+    new_runs: Vec<NewRun>,
     dirty: HashSet<String>,
     changed: BTreeSet<(String, TaskId)>,
     ready: Vec<Claimable>,
@@ -219,6 +220,7 @@ impl Actor {
             claims: Vec::new(),
             kills: HashMap::new(),
             draining: false,
+            new_runs: Vec::new(),
             dirty: HashSet::new(),
             changed: BTreeSet::new(),
             ready: Vec::new(),
@@ -566,37 +568,49 @@ impl Actor {
         self.dirty.insert(id);
     }
 
+    /// Admits the turn's submissions in order, each against its lane as it
+    /// stands after the ones before. The runs are inserted by this turn's
+    /// commit, together with everything their admission changed.
     async fn submit(
         &mut self,
         batch: Vec<(Box<Submission>, Reply<api::SubmitResponse>)>,
         now: Timestamp,
     ) {
-        // Decide each against its lane, in order, as if each were alone.
-        let mut admitted = Vec::new();
         let mut keys: HashMap<String, String> = HashMap::new();
         for (s, reply) in batch {
             if self.draining {
                 let _ = reply.send(Err(EngineError::ShuttingDown));
                 continue;
             }
-            if let Some(first) = s.new.idempotency_key.as_ref().and_then(|k| keys.get(k)) {
-                let response = api::SubmitResponse {
-                    id: first.clone(),
-                    status: "queued".into(),
-                    existing: true,
+            if let Some(key) = &s.new.idempotency_key {
+                // The actor is the only writer: what the store holds now,
+                // plus this turn's submissions, is every key there is.
+                let existing = match keys.get(key) {
+                    Some(id) => Ok(Some(id.clone())),
+                    None => self.store.run_for_key(key).await,
                 };
-                self.owed.push(Owed::Submitted(reply, Ok(response)));
-                continue;
+                match existing {
+                    Ok(Some(id)) => {
+                        let response = api::SubmitResponse {
+                            id,
+                            status: "queued".into(),
+                            existing: true,
+                        };
+                        self.owed.push(Owed::Submitted(reply, Ok(response)));
+                        continue;
+                    }
+                    Ok(None) => {
+                        keys.insert(key.clone(), s.new.id.clone());
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        continue;
+                    }
+                }
             }
             let limits = Limits::of(&s.job);
-            let decision = self.lanes.admit(&s.lane, limits, s.scheduled_at, now);
-            let waiting = Waiting {
-                id: s.new.id.clone(),
-                priority: s.new.priority,
-                seq: i64::MAX,
-                scheduled_at: s.scheduled_at,
-            };
-            match &decision {
+            let s = *s;
+            let status = match self.lanes.admit(&s.lane, limits, s.scheduled_at, now) {
                 Admission::Reject { reason } => {
                     let _ = reply.send(Err(EngineError::QueueFull(format!(
                         "job `{}` refused the run: {reason}",
@@ -604,82 +618,35 @@ impl Actor {
                     ))));
                     continue;
                 }
-                Admission::Start => self.lanes.add_running(&s.lane, limits),
-                Admission::Wait => self.lanes.add_waiting(&s.lane, limits, waiting),
-                Admission::Replace { cancel } => {
-                    self.lanes.remove_waiting(cancel);
-                    self.lanes.add_waiting(&s.lane, limits, waiting);
-                }
-            }
-            if let Some(k) = &s.new.idempotency_key {
-                keys.insert(k.clone(), s.new.id.clone());
-            }
-            admitted.push((s, decision, reply));
-        }
-        if admitted.is_empty() {
-            return;
-        }
-        let rows: Vec<NewRun> = admitted.iter().map(|(s, _, _)| s.new.clone()).collect();
-        let inserted = match self.store.insert_runs(rows).await {
-            Ok(inserted) => inserted,
-            Err(e) => {
-                let message = e.to_string();
-                for (s, decision, reply) in admitted {
-                    self.undo_admission(&s, &decision);
-                    let _ = reply.send(Err(EngineError::Internal(format!(
-                        "cannot store the run: {message}"
-                    ))));
-                }
-                return;
-            }
-        };
-        for ((s, decision, reply), inserted) in admitted.into_iter().zip(inserted) {
-            let s = *s;
-            let seq = match inserted {
-                Inserted::Created { seq } => seq,
-                Inserted::Existing { id } => {
-                    self.undo_admission(&s, &decision);
-                    let response = api::SubmitResponse {
-                        id,
-                        status: "queued".into(),
-                        existing: true,
-                    };
-                    self.owed.push(Owed::Submitted(reply, Ok(response)));
-                    continue;
-                }
-            };
-            let id = s.new.id.clone();
-            let status = match &decision {
                 Admission::Start => {
+                    self.lanes.add_running(&s.lane, limits);
+                    self.new_runs.push(s.new.clone());
                     self.start_live(s.state, s.lane, s.new.priority, now);
                     "running"
                 }
-                Admission::Replace { cancel } => {
-                    self.lanes.set_seq(&id, seq);
-                    self.replace(cancel, &id, now).await;
-                    "queued"
-                }
-                _ => {
-                    self.lanes.set_seq(&id, seq);
+                decision => {
+                    // The store assigns the real submission order at commit.
+                    let waiting = Waiting {
+                        id: s.new.id.clone(),
+                        priority: s.new.priority,
+                        seq: i64::MAX,
+                        scheduled_at: s.scheduled_at,
+                    };
+                    self.new_runs.push(s.new.clone());
+                    if let Admission::Replace { cancel } = &decision {
+                        self.lanes.remove_waiting(cancel);
+                        self.replace(cancel, &s.new.id, now).await;
+                    }
+                    self.lanes.add_waiting(&s.lane, limits, waiting);
                     "queued"
                 }
             };
             let response = api::SubmitResponse {
-                id,
+                id: s.new.id,
                 status: status.into(),
                 existing: false,
             };
             self.owed.push(Owed::Submitted(reply, Ok(response)));
-        }
-    }
-
-    fn undo_admission(&mut self, s: &Submission, decision: &Admission) {
-        match decision {
-            Admission::Start => self.lanes.finished(&s.lane),
-            Admission::Wait | Admission::Replace { .. } => {
-                self.lanes.remove_waiting(&s.new.id);
-            }
-            Admission::Reject { .. } => {}
         }
     }
 
@@ -701,7 +668,12 @@ impl Actor {
         }
     }
 
+    /// A run's state as stored, or as this turn will store it.
     async fn load(&self, id: &str) -> Option<RunState> {
+        if let Some(new) = self.new_runs.iter().find(|r| r.id == id) {
+            let (_, job) = self.catalog.load(&new.job, Some(new.version)).await.ok()?;
+            return RunState::from_json(&new.state_json, job).ok();
+        }
         let row = self.store.run(id).await.ok().flatten()?;
         let (_, job) = self
             .catalog
@@ -865,7 +837,9 @@ impl Actor {
 
     /// Commits everything this turn changed, then tells everyone.
     async fn commit_turn(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        let new_ids: Vec<String> = self.new_runs.iter().map(|r| r.id.clone()).collect();
         let mut batch = Batch {
+            new_runs: std::mem::take(&mut self.new_runs),
             ready: std::mem::take(&mut self.ready),
             ..Batch::default()
         };
@@ -934,7 +908,13 @@ impl Actor {
             }
         }
         self.offers_changed = false;
-        let claimed = self.commit_with_retries(batch).await?;
+        let committed = self.commit_with_retries(batch).await?;
+        for (id, inserted) in new_ids.iter().zip(committed.inserted) {
+            if let Inserted::Created { seq } = inserted {
+                self.lanes.set_seq(id, seq);
+            }
+        }
+        let claimed = committed.claimed;
         // Followers re-read the store when woken: only now does it hold
         // the news.
         for (id, task) in &changed {
@@ -976,7 +956,7 @@ impl Actor {
         Ok(())
     }
 
-    async fn commit_with_retries(&self, batch: Batch) -> Result<Vec<Vec<Claimed>>, EngineError> {
+    async fn commit_with_retries(&self, batch: Batch) -> Result<Committed, EngineError> {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0;
         loop {

@@ -52,8 +52,14 @@ pub(crate) fn detail(
             }
         })
         .collect();
+    // The run's own clock readings are finer than the store's columns
+    // (milliseconds): latency figures read from them are exact.
+    let mut summary = summary(row);
+    summary.created_at = run.created_at;
+    summary.started_at = run.started_at.or(summary.started_at);
+    summary.finished_at = run.finished_at.or(summary.finished_at);
     api::RunDetail {
-        summary: summary(row),
+        summary,
         waiting,
         params: run.params.clone(),
         tasks,
