@@ -272,3 +272,174 @@ pub mod sse {
 
 /// Header naming the attempt whose output follows a log response's headers.
 pub const ATTEMPT_HEADER: &str = "x-ganger-attempt";
+
+// ---------------------------------------------------------------- agent protocol
+
+/// The agent protocol (`/api/v1/agent/…`): what `ganger agent` and the
+/// server say to each other. See `docs/agent-protocol.md`.
+pub mod agent {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+    use utoipa::ToSchema;
+
+    /// `POST /api/v1/agent/register`: an agent introduces itself. A name
+    /// registered again (an agent restarting) is the same agent.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Register {
+        pub name: String,
+        /// `key=value` or bare `key`; a task runs here only when all its
+        /// `tags` are among them.
+        #[serde(default)]
+        pub labels: Vec<String>,
+        pub slots: u32,
+        /// Executors this agent can run (`process`, later `docker`, `http`).
+        pub executors: Vec<String>,
+        /// The agent's ganger version.
+        pub version: String,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    pub struct Registered {
+        /// Names this agent in every later message.
+        pub agent_id: String,
+        /// How long a claim holds without a heartbeat.
+        pub lease_ms: u64,
+        /// How often to heartbeat.
+        pub heartbeat_ms: u64,
+    }
+
+    /// `POST /api/v1/agent/claim`: a long poll for up to `max` tasks. It
+    /// answers as soon as at least one is assigned, or after `wait_ms`
+    /// (at most 30 000) with none.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Claim {
+        pub agent_id: String,
+        pub max: u32,
+        #[serde(default)]
+        pub wait_ms: Option<u64>,
+    }
+
+    /// One task attempt: its identity and fencing token. Every message
+    /// about an attempt carries it; a stale one is refused with 409.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct AttemptRef {
+        pub run_id: String,
+        /// The task's index in the run's job.
+        pub task: u32,
+        /// `main` or `undo`.
+        pub phase: String,
+        /// The attempt number: the fencing token.
+        pub attempt: u32,
+    }
+
+    /// A task assigned to the agent.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    pub struct Assigned {
+        pub attempt: AttemptRef,
+        /// The task's name, for logs and workspaces.
+        pub name: String,
+        /// Everything needed to run it (the rendered task: executor and
+        /// script, environment, timeout), as the core's `TaskSpec`.
+        #[schema(value_type = Object)]
+        pub spec: serde_json::Value,
+    }
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+    pub struct Claimed {
+        pub tasks: Vec<Assigned>,
+        /// Attempts this agent holds that it must stop (cancel, timeout).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub kill: Vec<Kill>,
+    }
+
+    /// Stop an attempt: SIGTERM then SIGKILL after the grace, or SIGKILL
+    /// at once when `force`.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+    pub struct Kill {
+        pub attempt: AttemptRef,
+        pub force: bool,
+    }
+
+    /// `POST /api/v1/agent/heartbeat`: renews the leases of every attempt
+    /// listed (the agent's running ones).
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Heartbeat {
+        pub agent_id: String,
+        #[serde(default)]
+        pub running: Vec<AttemptRef>,
+    }
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+    pub struct HeartbeatAck {
+        /// Listed attempts that are no longer this agent's (fenced, lost,
+        /// finished): kill their processes and drop their results.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub stale: Vec<AttemptRef>,
+        /// Attempts to stop (cancel, timeout).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub kill: Vec<Kill>,
+    }
+
+    /// `POST /api/v1/agent/started`: the attempt's process runs.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Started {
+        pub agent_id: String,
+        pub attempt: AttemptRef,
+    }
+
+    /// `POST /api/v1/agent/logs`: output of an attempt, as stored lines
+    /// (`<RFC 3339 time> <out|err> <text>\n`). `offset` is where `data`
+    /// starts in the attempt's log: a resent chunk overlapping what is
+    /// stored is not stored twice.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct LogChunk {
+        pub agent_id: String,
+        pub attempt: AttemptRef,
+        pub offset: u64,
+        pub data: String,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    pub struct LogAck {
+        /// The log's length now: where the next chunk starts.
+        pub next_offset: u64,
+    }
+
+    /// How an attempt ended: exactly one of the fields.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Exit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub signal: Option<i32>,
+        /// It could not be started or run.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
+    }
+
+    /// `POST /api/v1/agent/result`: the attempt ended.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Finished {
+        pub agent_id: String,
+        pub attempt: AttemptRef,
+        pub exit: Exit,
+        #[serde(default)]
+        pub outputs: BTreeMap<String, String>,
+    }
+
+    /// `POST /api/v1/agent/deregister`: the agent leaves (drained).
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Deregister {
+        pub agent_id: String,
+    }
+}

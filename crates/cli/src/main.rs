@@ -1,5 +1,6 @@
 //! The `ganger` binary: every subcommand.
 
+mod agent_cmd;
 mod client;
 mod config;
 mod load;
@@ -43,6 +44,8 @@ enum Command {
     Server(server_cmd::ServerArgs),
     /// Manage API tokens, on the server's machine.
     Token(server_cmd::TokenArgs),
+    /// Run tasks for a server on this machine (connects out over HTTP).
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Client(command) => client::main(command),
         Command::Server(args) => server_cmd::main(args),
         Command::Token(args) => server_cmd::token_main(args),
+        Command::Agent(args) => agent_cmd::main(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,18 +6,16 @@
 //! and every input reaches it as an event. Today it drives `ganger run`;
 //! the server drives the same core through the same kind of loop.
 
-mod attempt;
 mod local;
 mod observer;
 mod service;
-mod workdir;
 
+pub use ganger_agent::Workdir;
 pub use local::{Control, LocalConfig, run_local};
 pub use observer::Observer;
 pub use service::{
     AgentReport, Assignment, Engine, EngineConfig, EngineError, KillOrder, LogEvent,
 };
-pub use workdir::Workdir;
 
 /// A run id that sorts by creation time and is unique: a process-wide
 /// counter from a random start, so ids made in one second never collide in

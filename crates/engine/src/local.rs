@@ -5,15 +5,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ganger_agent::Workdir;
+use ganger_agent::attempt::{self, Settings};
 use ganger_core::model::TaskId;
 use ganger_core::run::{Decision, Event, Exit, Phase, RunState, TaskSpec};
 use ganger_executor::{KillMode, LogLine, LogSink};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
-use crate::attempt::{self, Settings};
 use crate::observer::Observer;
-use crate::workdir::Workdir;
 
 #[derive(Clone, Debug)]
 pub struct LocalConfig {

@@ -399,3 +399,142 @@ async fn a_retry_delay_survives_a_restart() {
         "the retry waited for its time: {second} < {due}"
     );
 }
+
+mod remote {
+    use super::*;
+    use ganger_api::agent as wire;
+
+    fn register(name: &str, labels: &[&str]) -> wire::Register {
+        wire::Register {
+            name: name.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            slots: 2,
+            executors: vec!["process".into()],
+            version: "test".into(),
+        }
+    }
+
+    fn claim(agent: &str, wait_ms: u64) -> wire::Claim {
+        wire::Claim {
+            agent_id: agent.into(),
+            max: 4,
+            wait_ms: Some(wait_ms),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tagged_tasks_go_only_to_matching_agents_and_say_what_they_wait_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), Duration::from_secs(30), None).await;
+        let job = "jobs:\n  j:\n    tasks:\n      t: {run: 'echo hi', tags: [os=mac]}\n";
+        e.apply(vec![("j.yml".into(), job.into())])
+            .await
+            .expect("valid");
+        e.register(register("linux-1", &["os=linux"]))
+            .await
+            .expect("register");
+        let id = e.submit(submit("j")).await.expect("accepted").id;
+        let run = wait_for(&e, &id, |r| r.tasks[0].status == "ready").await;
+        assert_eq!(
+            run.tasks[0].reason.as_deref(),
+            Some("waiting for an agent with os=mac")
+        );
+        let none = e.agent_claim(claim("linux-1", 100)).await.expect("claim");
+        assert!(none.tasks.is_empty(), "the linux agent gets nothing");
+        e.register(register("mac-1", &["os=mac", "gpu"]))
+            .await
+            .expect("register");
+        let got = e.agent_claim(claim("mac-1", 5_000)).await.expect("claim");
+        assert_eq!(got.tasks.len(), 1);
+        let attempt = got.tasks[0].attempt.clone();
+        assert_eq!(got.tasks[0].name, "t");
+        let spec: ganger_core::run::TaskSpec =
+            serde_json::from_value(got.tasks[0].spec.clone()).expect("a task spec");
+        assert_eq!(spec.name, "t");
+        // Only the holder may speak of the attempt.
+        let foreign = wire::Started {
+            agent_id: "linux-1".into(),
+            attempt: attempt.clone(),
+        };
+        assert!(matches!(
+            e.agent_started(foreign).await,
+            Err(EngineError::Stale(_))
+        ));
+        e.agent_started(wire::Started {
+            agent_id: "mac-1".into(),
+            attempt: attempt.clone(),
+        })
+        .await
+        .expect("started");
+        let chunk = |offset, data: &str| wire::LogChunk {
+            agent_id: "mac-1".into(),
+            attempt: attempt.clone(),
+            offset,
+            data: data.into(),
+        };
+        let line = "2026-11-23T00:00:00.000Z out hi\n";
+        let ack = e.agent_log(chunk(0, line)).await.expect("log");
+        assert_eq!(ack.next_offset, line.len() as u64);
+        let again = e.agent_log(chunk(0, line)).await.expect("resent");
+        assert_eq!(again.next_offset, line.len() as u64, "stored once");
+        let hb = wire::Heartbeat {
+            agent_id: "mac-1".into(),
+            running: vec![attempt.clone()],
+        };
+        assert!(
+            e.agent_heartbeat(hb.clone())
+                .await
+                .expect("heartbeat")
+                .stale
+                .is_empty()
+        );
+        let done = wire::Finished {
+            agent_id: "mac-1".into(),
+            attempt: attempt.clone(),
+            exit: wire::Exit {
+                code: Some(0),
+                ..Default::default()
+            },
+            outputs: BTreeMap::new(),
+        };
+        e.agent_finished(done.clone()).await.expect("finished");
+        let run = wait_for(&e, &id, terminal).await;
+        assert_eq!(run.summary.status, "succeeded");
+        assert_eq!(run.tasks[0].attempts[0].agent.as_deref(), Some("mac-1"));
+        assert!(matches!(
+            e.agent_finished(done).await,
+            Err(EngineError::Stale(_))
+        ));
+        let stale = e.agent_heartbeat(hb).await.expect("heartbeat").stale;
+        assert_eq!(stale, vec![attempt], "a finished attempt is no longer held");
+        let mut rx = e.logs(&id, "t", false).await.expect("logs");
+        let mut text = String::new();
+        while let Some(LogEvent::Lines { text: t, .. }) = rx.recv().await {
+            text.push_str(&t);
+        }
+        assert_eq!(text, line);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_agent_messages_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), Duration::from_secs(30), Some(1)).await;
+        for bad in [
+            register("", &[]),
+            register("local", &[]),
+            register("a b", &[]),
+            register("x", &["=v"]),
+        ] {
+            assert!(matches!(
+                e.register(bad).await,
+                Err(EngineError::InvalidRequest(_))
+            ));
+        }
+        assert!(matches!(
+            e.agent_claim(claim("ghost", 10)).await,
+            Err(EngineError::NotFound(_))
+        ));
+        let agents = e.agents().await.expect("agents");
+        assert_eq!(agents.len(), 1, "only the in-process agent: {agents:?}");
+    }
+}

@@ -19,16 +19,38 @@ pub(crate) async fn require_token(
     req: Request,
     next: Next,
 ) -> Response {
-    match authenticate(&state, req.headers(), req.method()).await {
+    let method = req.method().clone();
+    match authenticate(&state, req.headers(), |role| permit(role, &method)).await {
         Ok(()) => next.run(req).await,
         Err(err) => err.into_response(),
+    }
+}
+
+/// The agent protocol's check: only `agent` (and `admin`) tokens.
+pub(crate) async fn require_agent_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&state, req.headers(), permit_agent).await {
+        Ok(()) => next.run(req).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+fn permit_agent(role: Role) -> Result<(), ApiError> {
+    match role {
+        Role::Agent | Role::Admin => Ok(()),
+        other => Err(ApiError::forbidden(format!(
+            "this token has the role `{other}`; the agent protocol needs an `agent` token (`ganger token create --role agent`)"
+        ))),
     }
 }
 
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    method: &Method,
+    permit: impl FnOnce(Role) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
     let secret = bearer(headers)?;
     let row = state
@@ -53,7 +75,7 @@ async fn authenticate(
             row.name, row.role
         ))
     })?;
-    permit(role, method)
+    permit(role)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -155,6 +155,8 @@ pub(crate) struct Actor {
     timers: BTreeSet<(Timestamp, String)>,
     claims: Vec<PendingClaim>,
     kills: HashMap<String, mpsc::UnboundedSender<KillOrder>>,
+    /// Agents whose pending claim must answer now (kill orders wait).
+    woken: HashSet<String>,
     draining: bool,
     // What the current turn changed.
     new_runs: Vec<NewRun>,
@@ -219,6 +221,7 @@ impl Actor {
             timers: BTreeSet::new(),
             claims: Vec::new(),
             kills: HashMap::new(),
+            woken: HashSet::new(),
             draining: false,
             new_runs: Vec::new(),
             dirty: HashSet::new(),
@@ -491,6 +494,22 @@ impl Actor {
             )));
         }
         let task = key.task as usize;
+        // Fencing is by attempt and holder: an agent may speak only of the
+        // attempts it was given.
+        let holder = self.live[&key.run_id]
+            .state
+            .tasks
+            .get(task)
+            .and_then(|t| match phase {
+                Phase::Main => t.main.current(),
+                Phase::Undo => t.undo.as_ref().and_then(|u| u.current()),
+            })
+            .and_then(|a| a.agent.as_deref());
+        if holder.is_some_and(|h| h != agent) {
+            return Err(EngineError::Stale(format!(
+                "attempt {attempt} of {key} is held by another agent; stop it"
+            )));
+        }
         let event = match report {
             AgentReport::Started => Event::TaskStarted {
                 task,
@@ -820,12 +839,17 @@ impl Actor {
                     Phase::Undo => state.undo.as_ref(),
                 };
                 let holder = exec.and_then(|e| e.current()).and_then(|a| a.agent.clone());
-                if let Some(kills) = holder.and_then(|agent| self.kills.get(&agent)) {
+                if let Some(agent) = holder
+                    && let Some(kills) = self.kills.get(&agent)
+                {
                     let _ = kills.send(KillOrder {
                         key: key_of(id, task, phase),
                         attempt,
                         force,
                     });
+                    // A remote agent hears of kills in claim answers: end
+                    // its pending long poll now rather than at its timeout.
+                    self.woken.insert(agent);
                 }
             }
             Decision::TaskChanged(task) => {
@@ -946,13 +970,18 @@ impl Actor {
         let now_instant = Instant::now();
         let mut i = 0;
         while i < self.claims.len() {
-            if self.claims[i].ask.until <= now_instant || self.claims[i].reply.is_closed() {
+            let c = &self.claims[i];
+            if c.ask.until <= now_instant
+                || c.reply.is_closed()
+                || self.woken.contains(&c.ask.agent)
+            {
                 let c = self.claims.swap_remove(i);
                 let _ = c.reply.send(Ok(Vec::new()));
             } else {
                 i += 1;
             }
         }
+        self.woken.clear();
         Ok(())
     }
 
@@ -1024,7 +1053,21 @@ impl Actor {
         answered.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
         for (i, out) in answered {
             let c = self.claims.swap_remove(i);
-            let _ = c.reply.send(Ok(out));
+            if let Err(Ok(lost)) = c.reply.send(Ok(out)) {
+                // The agent stopped waiting in this very instant: offer the
+                // tasks again rather than strand them until the lease ends.
+                for a in lost {
+                    let finished = Event::TaskFinished {
+                        task: a.key.task as usize,
+                        attempt: a.attempt,
+                        phase: a.spec.phase,
+                        exit: Exit::Interrupted("the agent left before taking it".into()),
+                        outputs: BTreeMap::new(),
+                    };
+                    let _ = self.try_apply(&a.key.run_id, finished, now);
+                }
+                self.again = true;
+            }
         }
     }
 }

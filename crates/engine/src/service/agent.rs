@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ganger_agent::attempt::{self, Settings};
 use ganger_core::run::Exit;
 use ganger_executor::{KillMode, LogLine, LogSink};
 use ganger_store::TaskKey;
@@ -13,7 +14,6 @@ use tokio::sync::{mpsc, watch};
 use super::Engine;
 use super::actor::{AgentReport, Assignment};
 use super::logs::LogHub;
-use crate::attempt::{self, Settings};
 
 /// The in-process agent's name in claims and attempts.
 pub(crate) const LOCAL_AGENT: &str = "local";

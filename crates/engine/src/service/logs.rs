@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 
 use super::LogEvent;
-use crate::workdir::Workdir;
+use ganger_agent::Workdir;
 
 /// Bytes read from a log file at a time.
 const CHUNK: usize = 64 * 1024;

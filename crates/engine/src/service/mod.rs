@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod lanes;
 mod logs;
+mod remote;
 mod time;
 mod view;
 
@@ -82,6 +83,11 @@ struct Inner {
     logs: LogHub,
     commands: mpsc::UnboundedSender<Command>,
     agents: Mutex<std::collections::BTreeMap<String, AgentSeen>>,
+    /// Kill orders for remote agents, handed out with their next heartbeat
+    /// or claim answer.
+    kill_queues: Mutex<std::collections::HashMap<String, mpsc::UnboundedReceiver<KillOrder>>>,
+    /// Serializes log chunk writes (see `remote::append_at`).
+    log_writes: tokio::sync::Mutex<()>,
     /// Set when a shutdown begins: no new work starts.
     draining: std::sync::atomic::AtomicBool,
     /// Set at the end of a shutdown: the in-process agent kills its tasks.
@@ -128,6 +134,8 @@ impl Engine {
                 logs: logs.clone(),
                 commands,
                 agents: Mutex::default(),
+                kill_queues: Mutex::default(),
+                log_writes: tokio::sync::Mutex::new(()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 stopping,
                 local_idle,
@@ -138,7 +146,7 @@ impl Engine {
                 agent::LOCAL_AGENT,
                 Some((vec![], vec!["process".into()], slots)),
             );
-            let settings = crate::attempt::Settings::new(
+            let settings = ganger_agent::attempt::Settings::new(
                 config.kill_grace,
                 config.log_cap,
                 config.base_env.clone(),
@@ -325,7 +333,37 @@ impl Engine {
         } else {
             None
         };
-        Ok(view::detail(&row.summary, &state, waiting))
+        let mut detail = view::detail(&row.summary, &state, waiting);
+        self.explain_unclaimed(&state, &mut detail);
+        Ok(detail)
+    }
+
+    /// A ready task that no agent online can take says what it waits for.
+    fn explain_unclaimed(&self, run: &RunState, detail: &mut api::RunDetail) {
+        let Ok(agents) = self.inner.agents.lock() else {
+            return;
+        };
+        for (def, view) in run.job.tasks.iter().zip(detail.tasks.iter_mut()) {
+            if view.status != "ready" {
+                continue;
+            }
+            let executor = def.executor.name();
+            let takers = agents.values().any(|a| {
+                a.executors.iter().any(|e| e == executor)
+                    && ganger_store::tags_match(&def.tags, &a.labels)
+            });
+            if takers {
+                continue;
+            }
+            let runs_it = agents
+                .values()
+                .any(|a| a.executors.iter().any(|e| e == executor));
+            view.reason = Some(if !runs_it {
+                format!("waiting for an agent that runs the `{executor}` executor")
+            } else {
+                format!("waiting for an agent with {}", def.tags.join(", "))
+            });
+        }
     }
 
     async fn summary(&self, id: &str) -> Result<api::RunSummary, EngineError> {
@@ -384,11 +422,21 @@ impl Engine {
             .map(|a| a.clone())
             .unwrap_or_default();
         let mut out = Vec::new();
+        let now = Timestamp::now();
+        let lease = jiff::SignedDuration::try_from(self.inner.config.lease)
+            .unwrap_or(jiff::SignedDuration::MAX);
         for (name, a) in seen {
             let in_use = self.inner.store.claims_of(&name).await?.len() as u32;
+            // Silent for longer than a lease: its claims are being reaped.
+            let silent = now.duration_since(a.last_seen) > lease;
+            let state = if name != agent::LOCAL_AGENT && silent {
+                "lost"
+            } else {
+                "online"
+            };
             out.push(api::AgentView {
                 name,
-                state: "online".into(),
+                state: state.into(),
                 labels: a.labels,
                 executors: a.executors,
                 slots: a.slots,

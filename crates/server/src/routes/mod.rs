@@ -4,6 +4,7 @@
 //! (`utoipa_axum::routes!`), so the OpenAPI document is built from the very
 //! table that routes requests.
 
+mod agent_protocol;
 mod agents;
 mod health;
 mod jobs;
@@ -25,9 +26,14 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The routes behind a token, then the public ones. Built without state so
-/// the document can be produced without an engine.
-fn table() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+/// The routes behind a user's token, the agent protocol (behind an agent's
+/// token), then the public ones. Built without state so the document can
+/// be produced without an engine.
+fn table() -> (
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+) {
     let secured = OpenApiRouter::new()
         .routes(routes!(jobs::apply, jobs::list))
         .routes(routes!(jobs::get))
@@ -38,11 +44,19 @@ fn table() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(runs::retry))
         .routes(routes!(runs::logs))
         .routes(routes!(agents::list));
+    let agent = OpenApiRouter::new()
+        .routes(routes!(agent_protocol::register))
+        .routes(routes!(agent_protocol::claim))
+        .routes(routes!(agent_protocol::heartbeat))
+        .routes(routes!(agent_protocol::started))
+        .routes(routes!(agent_protocol::logs))
+        .routes(routes!(agent_protocol::result))
+        .routes(routes!(agent_protocol::deregister));
     let public = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::openapi_json));
-    (secured, public)
+    (secured, agent, public)
 }
 
 /// The OpenAPI document (computed once).
@@ -53,8 +67,8 @@ pub(crate) fn openapi() -> OpenApi {
 fn document() -> &'static OpenApi {
     static DOC: OnceLock<OpenApi> = OnceLock::new();
     DOC.get_or_init(|| {
-        let (secured, public) = table();
-        let (_, doc) = secured.merge(public).split_for_parts();
+        let (secured, agent, public) = table();
+        let (_, doc) = secured.merge(agent).merge(public).split_for_parts();
         crate::api_doc::finish(doc)
     })
 }
@@ -73,12 +87,16 @@ pub(crate) fn document_json() -> &'static str {
 }
 
 pub(crate) fn build(state: AppState) -> Router {
-    let (secured, public) = table();
+    let (secured, agent, public) = table();
     let secured = secured.route_layer(middleware::from_fn_with_state(
         state.clone(),
         crate::auth::require_token,
     ));
-    let (router, _) = secured.merge(public).split_for_parts();
+    let agent = agent.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::require_agent_token,
+    ));
+    let (router, _) = secured.merge(agent).merge(public).split_for_parts();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,6 +1,7 @@
 //! One task attempt on this machine: a rendered [`TaskSpec`] run by the
-//! process executor in its run's work directory. Shared by `ganger run` and
-//! the server's in-process agent, so both run tasks the same way.
+//! process executor in its run's work directory. Shared by `ganger run`, the
+//! server's in-process agent and `ganger agent`, so all three run tasks the
+//! same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,7 +52,8 @@ pub struct Ended {
 }
 
 impl Ended {
-    fn error(message: String) -> Ended {
+    /// An attempt that could not run at all.
+    pub fn error(message: String) -> Ended {
         Ended {
             exit: Exit::Error(message),
             outputs: BTreeMap::new(),
