@@ -505,8 +505,8 @@ fn list(value: &Value) -> Result<Vec<String>, String> {
     }
 }
 
-/// `key=value` labels: a list (`["os=linux"]`), a table (`{ os = "linux" }`)
-/// or a comma-separated string.
+/// Labels, `key=value` or a bare `key`: a list (`["os=linux", "gpu"]`), a
+/// table (`{ os = "linux" }`) or a comma-separated string.
 fn labels(value: &Value) -> Result<Vec<String>, String> {
     let labels = match value {
         Value::Table(table) => table
@@ -515,11 +515,13 @@ fn labels(value: &Value) -> Result<Vec<String>, String> {
             .collect::<Result<Vec<_>, _>>()?,
         other => list(other)?,
     };
-    if let Some(bad) = labels
-        .iter()
-        .find(|l| l.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
-    {
-        return Err(format!("label `{bad}` is not key=value, e.g. os=linux"));
+    if let Some(bad) = labels.iter().find(|l| {
+        let key = l.split_once('=').map_or(l.as_str(), |(k, _)| k);
+        key.trim().is_empty() || l.chars().any(char::is_whitespace)
+    }) {
+        return Err(format!(
+            "label `{bad}` is not key=value or key, e.g. os=linux or gpu"
+        ));
     }
     Ok(labels)
 }
@@ -709,7 +711,13 @@ mod tests {
 
         let c = load(None, &[("GANGER_AGENT_LABELS", "os=linux, queue=high")])?;
         assert_eq!(c.agent.labels.value, ["os=linux", "queue=high"]);
-        let e = err(None, &[("GANGER_AGENT_LABELS", "linux")]);
+        let c = load(None, &[("GANGER_AGENT_LABELS", "gpu, os=linux")])?;
+        assert_eq!(
+            c.agent.labels.value,
+            ["gpu", "os=linux"],
+            "a bare key is a label"
+        );
+        let e = err(None, &[("GANGER_AGENT_LABELS", "=linux")]);
         assert!(e.contains("key=value"), "{e}");
         Ok(())
     }

@@ -226,3 +226,57 @@ fn wait_for(path: &Path) {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn an_agent_killed_mid_task_loses_it_and_another_agent_runs_the_retry() {
+    let server = Server::start_with(&[
+        ("GANGER_SERVER_LEASE", "2s"),
+        ("GANGER_SERVER_HEARTBEAT", "500ms"),
+    ]);
+    let token = agent_token(&server);
+    let dir = server.dir();
+    let d = dir.display();
+    server.apply(
+        "pool.yml",
+        &format!(
+            r#"
+jobs:
+  pooled:
+    tasks:
+      work:
+        tags: [pool=a]
+        retry: 1
+        run: |
+          if [ "$GANGER_ATTEMPT" = 1 ]; then
+            echo $$ > "{d}/first.pid"
+            exec sleep 300
+          fi
+          echo "done on attempt $GANGER_ATTEMPT"
+"#
+        ),
+    );
+    let mut one = Agent::start(&server, &token, "one", &["pool=a"]);
+    let id = server.submit(&["pooled"]);
+    let pid_file = dir.join("first.pid");
+    wait_for(&pid_file);
+    one.signal(Signal::SIGKILL);
+    let _ = one.running.take().expect("running").wait();
+    let _two = Agent::start(&server, &token, "two", &["pool=a"]);
+    let run = server.wait_status(&id, "finished", finished);
+    // The first attempt's process outlived its agent; end it here.
+    if let Ok(pid) = std::fs::read_to_string(&pid_file)
+        .unwrap_or_default()
+        .trim()
+        .parse::<i32>()
+    {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let attempts = run["tasks"][0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{run:#}");
+    assert_eq!(attempts[0]["status"], "lost", "{run:#}");
+    assert_eq!(attempts[0]["agent"], "one");
+    assert_eq!(attempts[1]["agent"], "two");
+    let logs = server.ok(&["logs", &id, "work"]);
+    assert!(logs.contains("done on attempt 2"), "{logs}");
+}

@@ -28,6 +28,11 @@ const LISTENING: &str = "ganger server listening on ";
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with extra environment (`GANGER_SERVER_LEASE`, …).
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::Builder::new()
             .prefix("ganger-client-")
             .tempdir()
@@ -40,6 +45,7 @@ impl Server {
             .arg("--data")
             .arg(tmp.path().join("data"))
             .current_dir(tmp.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         let mut child = cmd.spawn().expect("start ganger server");
         let stderr = child.stderr.take().expect("piped stderr");
