@@ -201,6 +201,7 @@ pub async fn run_until(
         heartbeat: heartbeat_interval(&registered),
         held: HashMap::new(),
         busy: 0,
+        draining: false,
         tasks: JoinSet::new(),
         ids: HashMap::new(),
         reachable: true,
@@ -353,6 +354,8 @@ struct Agent {
     reachable: bool,
     /// The server forgot this agent: register again.
     forgotten: bool,
+    /// Shutting down: heartbeats say so, and `ganger agents` shows it.
+    draining: bool,
 }
 
 struct Held {
@@ -474,6 +477,9 @@ impl Agent {
                         // could not start anyway.
                         claim = None;
                         phase = Phase::Draining { until: Instant::now() + self.grace };
+                        self.draining = true;
+                        // Tell the server at once, not at the next beat.
+                        next_beat = Instant::now();
                         self.ctx.notices.send(Notice::Draining { running: self.busy, grace: self.grace });
                     }
                 }
@@ -535,6 +541,7 @@ impl Agent {
         let body = Heartbeat {
             agent_id: ctx.agent_id.borrow().clone(),
             running,
+            draining: self.draining,
         };
         Box::pin(async move { ctx.client.heartbeat(&body).await })
     }

@@ -372,6 +372,9 @@ pub mod agent {
         pub agent_id: String,
         #[serde(default)]
         pub running: Vec<AttemptRef>,
+        /// The agent is shutting down: it takes no new work.
+        #[serde(default)]
+        pub draining: bool,
     }
 
     #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]

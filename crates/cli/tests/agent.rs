@@ -195,6 +195,23 @@ jobs:
     agent.signal(Signal::SIGTERM);
     // The drain has begun (the agent says so) while the task still runs.
     agent.wait_for_output("draining");
+    // The server lists it as draining (its next heartbeat says so).
+    let start = Instant::now();
+    loop {
+        let agents = server.json(&["agents", "--json"]);
+        let state = agents["agents"]
+            .as_array()
+            .and_then(|all| all.iter().find(|a| a["name"] == "drainer"))
+            .map(|a| a["state"].clone());
+        if state == Some(Value::from("draining")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never listed as draining: {agents:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     std::fs::write(&release, "").expect("release the task");
 
     let out = agent.wait();

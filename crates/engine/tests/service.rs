@@ -480,6 +480,7 @@ mod remote {
         let hb = wire::Heartbeat {
             agent_id: "mac-1".into(),
             running: vec![attempt.clone()],
+            draining: false,
         };
         assert!(
             e.agent_heartbeat(hb.clone())

@@ -102,6 +102,7 @@ struct AgentSeen {
     executors: Vec<String>,
     slots: u32,
     last_seen: Timestamp,
+    draining: bool,
 }
 
 /// Statuses a run can be listed by.
@@ -431,6 +432,8 @@ impl Engine {
             let silent = now.duration_since(a.last_seen) > lease;
             let state = if name != agent::LOCAL_AGENT && silent {
                 "lost"
+            } else if a.draining {
+                "draining"
             } else {
                 "online"
             };
@@ -539,6 +542,7 @@ impl Engine {
                             executors,
                             slots,
                             last_seen: now,
+                            draining: false,
                         },
                     );
                 }

@@ -192,6 +192,11 @@ impl Engine {
     ) -> Result<wire::HeartbeatAck, EngineError> {
         self.registered(&hb.agent_id)?;
         self.heartbeat(&hb.agent_id).await?;
+        if let Ok(mut agents) = self.inner.agents.lock()
+            && let Some(a) = agents.get_mut(&hb.agent_id)
+        {
+            a.draining = hb.draining;
+        }
         let held: HashSet<(TaskKey, u32)> = self
             .inner
             .store
