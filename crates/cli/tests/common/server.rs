@@ -2,7 +2,7 @@
 //! stopped (SIGTERM, then SIGKILL past the deadline) when dropped.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -20,11 +20,62 @@ pub struct Server {
     pub tmp: TempDir,
     pub addr: String,
     pub child: Child,
-    /// Everything the server printed on stderr so far, for failure messages.
+    /// Everything the server printed on stderr so far (every incarnation,
+    /// see [`Server::restart`]), for failure messages.
     pub log: Arc<Mutex<String>>,
+    /// The extra environment, for restarts.
+    env: Vec<(String, String)>,
 }
 
 const LISTENING: &str = "ganger server listening on ";
+
+/// Starts `ganger server` on `<dir>/data`, listening on `listen`; returns
+/// the process and its URL (from the "listening on" line). Its stderr is
+/// read to its end into `log` in the background.
+fn spawn_server(
+    dir: &Path,
+    listen: &str,
+    env: &[(String, String)],
+    log: &Arc<Mutex<String>>,
+) -> (Child, String) {
+    let mut cmd = super::ganger();
+    cmd.arg("server")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null());
+    let mut child = cmd.spawn().expect("start ganger server");
+    let stderr = child.stderr.take().expect("piped stderr");
+    // Reads stderr to its end (a full pipe would block the server),
+    // handing over the address from the "listening on" line.
+    let (tx, rx) = mpsc::channel();
+    let keep = Arc::clone(log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some((_, addr)) = line.split_once(LISTENING) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            let mut log = keep.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not say where it listens within {DEADLINE:?}:\n{}",
+                log.lock().unwrap()
+            );
+        }
+    }
+}
 
 impl Server {
     pub fn start() -> Server {
@@ -38,50 +89,53 @@ impl Server {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir(tmp.path().join("dir")).expect("mkdir dir");
-        let mut cmd = super::ganger();
-        cmd.arg("server")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(tmp.path().join("data"))
-            .current_dir(tmp.path())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null());
-        let mut child = cmd.spawn().expect("start ganger server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        // Reads stderr to its end (a full pipe would block the server),
-        // handing over the address from the "listening on" line.
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let keep = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Some((_, addr)) = line.split_once(LISTENING) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = keep.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(DEADLINE) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the server did not say where it listens within {DEADLINE:?}:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
+        let (child, addr) = spawn_server(tmp.path(), "127.0.0.1:0", &env, &log);
         Server {
             tmp,
             addr,
             child,
             log,
+            env,
         }
+    }
+
+    /// Kills the server at once (SIGKILL: a crash, nothing is shut down)
+    /// and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again after it stopped ([`Server::kill9`]): the
+    /// same data directory, the same address (clients and agents keep their
+    /// URL) and the same environment.
+    pub fn restart(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "restart needs the old server stopped first (kill9)"
+        );
+        let listen = self
+            .addr
+            .strip_prefix("http://")
+            .unwrap_or(&self.addr)
+            .to_owned();
+        self.log
+            .lock()
+            .unwrap()
+            .push_str("--- the test restarts the server ---\n");
+        let (child, addr) = spawn_server(self.tmp.path(), &listen, &self.env, &self.log);
+        self.child = child;
+        assert_eq!(
+            addr,
+            self.addr,
+            "the restarted server listens elsewhere:\n{}",
+            self.log.lock().unwrap()
+        );
     }
 
     /// The directory scripts get as `$GANGER_PARAM_DIR`.

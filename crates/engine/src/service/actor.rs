@@ -301,8 +301,31 @@ impl Actor {
                 _ => self.store.release(key).await?,
             }
         }
-        // Anything else claimed by the old in-process agent but not known
-        // as claimed by its run is simply offered again.
+        // A remote agent's claim committed in the turn before its run
+        // recorded it: record it now, so the agent's reports are its own.
+        for claim in self.store.expired(i64::MAX).await? {
+            let key = &claim.claimable.key;
+            let (Some(live), Some(phase)) = (self.live.get(&key.run_id), phase_of(&key.phase))
+            else {
+                continue;
+            };
+            let task = key.task as usize;
+            let ready = live
+                .state
+                .tasks
+                .get(task)
+                .and_then(|t| t.exec_status(phase))
+                == Some((TaskStatus::Ready, claim.claimable.attempt));
+            if claim.agent != local_agent && ready {
+                let event = Event::TaskClaimed {
+                    task,
+                    attempt: claim.claimable.attempt,
+                    phase,
+                    agent: Some(claim.agent.clone()),
+                };
+                self.apply(&key.run_id.clone(), event, now);
+            }
+        }
         self.commit_turn(now).await
     }
 
@@ -496,19 +519,26 @@ impl Actor {
         let task = key.task as usize;
         // Fencing is by attempt and holder: an agent may speak only of the
         // attempts it was given.
-        let holder = self.live[&key.run_id]
+        let current = self.live[&key.run_id]
             .state
             .tasks
             .get(task)
             .and_then(|t| match phase {
                 Phase::Main => t.main.current(),
                 Phase::Undo => t.undo.as_ref().and_then(|u| u.current()),
-            })
-            .and_then(|a| a.agent.as_deref());
-        if holder.is_some_and(|h| h != agent) {
+            });
+        let held =
+            current.is_some_and(|a| a.number == attempt && a.agent.as_deref() == Some(agent));
+        if !held {
             return Err(EngineError::Stale(format!(
-                "attempt {attempt} of {key} is held by another agent; stop it"
+                "attempt {attempt} of {key} is not held by agent `{agent}`; stop it"
             )));
+        }
+        // A start sent again (its answer was lost) changes nothing.
+        if matches!(report, AgentReport::Started)
+            && current.is_some_and(|a| a.status == TaskStatus::Running)
+        {
+            return Ok(());
         }
         let event = match report {
             AgentReport::Started => Event::TaskStarted {
@@ -755,6 +785,9 @@ impl Actor {
             return;
         };
         for claim in expired {
+            // An agent whose lease ran out is silent: its pending claim must
+            // not be handed the very retry of what it lost.
+            self.woken.insert(claim.agent.clone());
             let key = claim.claimable.key.clone();
             let Some(phase) = phase_of(&key.phase) else {
                 continue;
@@ -917,6 +950,9 @@ impl Actor {
         if !self.claims.is_empty() {
             let changed = self.offers_changed || !batch.ready.is_empty();
             for (i, c) in self.claims.iter_mut().enumerate() {
+                if self.woken.contains(&c.ask.agent) {
+                    continue;
+                }
                 if changed || !c.tried {
                     c.tried = true;
                     batch.claims.push(ClaimRequest {

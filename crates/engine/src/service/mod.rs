@@ -103,6 +103,8 @@ struct AgentSeen {
     slots: u32,
     last_seen: Timestamp,
     draining: bool,
+    /// Claims it holds that its last heartbeat did not list.
+    unlisted: std::collections::HashSet<(TaskKey, u32)>,
 }
 
 /// Statuses a run can be listed by.
@@ -543,6 +545,7 @@ impl Engine {
                             slots,
                             last_seen: now,
                             draining: false,
+                            unlisted: Default::default(),
                         },
                     );
                 }

@@ -11,7 +11,7 @@ use std::io::SeekFrom;
 use std::time::Duration;
 
 use ganger_api::agent as wire;
-use ganger_core::run::{Exit, Phase, TaskStatus};
+use ganger_core::run::{Exit, Phase};
 use ganger_store::TaskKey;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -206,11 +206,37 @@ impl Engine {
             .map(|c| (c.claimable.key, c.claimable.attempt))
             .collect();
         let mut stale = Vec::new();
+        let mut listed = HashSet::new();
         for a in hb.running {
             let (key, _) = key_of(&a)?;
-            if !held.contains(&(key, a.attempt)) {
+            let id = (key, a.attempt);
+            if !held.contains(&id) {
                 stale.push(a);
             }
+            listed.insert(id);
+        }
+        // A claim the agent has not listed twice running is gone from it
+        // (the agent restarted and forgot it): it is lost now rather than
+        // renewed forever. Twice, because a claim answered while this
+        // heartbeat was on its way is not listed yet.
+        let unlisted: HashSet<(TaskKey, u32)> = held.difference(&listed).cloned().collect();
+        let before = self
+            .inner
+            .agents
+            .lock()
+            .ok()
+            .and_then(|mut agents| {
+                let a = agents.get_mut(&hb.agent_id)?;
+                Some(std::mem::replace(&mut a.unlisted, unlisted.clone()))
+            })
+            .unwrap_or_default();
+        for (key, attempt) in unlisted.intersection(&before) {
+            let lost = AgentReport::Finished {
+                exit: Exit::Lost,
+                outputs: Default::default(),
+            };
+            // Refused only if it ended meanwhile: nothing to do then.
+            let _ = self.report(&hb.agent_id, key, *attempt, lost).await;
         }
         Ok(wire::HeartbeatAck {
             stale,
@@ -239,27 +265,28 @@ impl Engine {
     /// stored is not stored twice.
     pub async fn agent_log(&self, chunk: wire::LogChunk) -> Result<wire::LogAck, EngineError> {
         let (key, phase) = key_of(&chunk.attempt)?;
+        // The claim is the authority on who holds an attempt: it is written
+        // before the agent hears of the task, while the run's own record of
+        // the claim may land a commit later.
+        let held = self
+            .inner
+            .store
+            .claims_of(&chunk.agent_id)
+            .await?
+            .into_iter()
+            .any(|c| c.claimable.key == key && c.claimable.attempt == chunk.attempt.attempt);
+        if !held {
+            return Err(EngineError::Stale(format!(
+                "attempt {} of {key} is not held by agent `{}`; stop it",
+                chunk.attempt.attempt, chunk.agent_id
+            )));
+        }
         let (_, run) = self.load_run(&key.run_id).await?;
         let task = key.task as usize;
-        let state = run.tasks.get(task).ok_or_else(|| {
-            EngineError::InvalidRequest(format!("run {} has no task #{task}", key.run_id))
-        })?;
-        let exec = match phase {
-            Phase::Main => Some(&state.main),
-            Phase::Undo => state.undo.as_ref(),
-        };
-        let current = exec.and_then(|e| {
-            let a = e.current()?;
-            let open = matches!(a.status, TaskStatus::Claimed | TaskStatus::Running);
-            (a.number == chunk.attempt.attempt
-                && open
-                && a.agent.as_deref() == Some(chunk.agent_id.as_str()))
-            .then_some(())
-        });
-        if current.is_none() {
-            return Err(EngineError::Stale(format!(
-                "attempt {} of {key} is not running on agent `{}`; stop it",
-                chunk.attempt.attempt, chunk.agent_id
+        if task >= run.tasks.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "run {} has no task #{task}",
+                key.run_id
             )));
         }
         let path = self.inner.logs.workdir(&key.run_id).log(
