@@ -517,6 +517,39 @@ mod remote {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_departed_agent_s_open_claim_gets_no_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), Duration::from_secs(30), None).await;
+        let job = "jobs:\n  j:\n    tasks:\n      t: {run: 'true'}\n";
+        e.apply(vec![("j.yml".into(), job.into())])
+            .await
+            .expect("valid");
+        e.register(register("leaver", &[])).await.expect("register");
+        // One poll sends the claim to the engine (commands keep their
+        // order), so it is pending before the agent leaves, which must end
+        // it empty even though work then arrives.
+        let mut pending = Box::pin(e.agent_claim(claim("leaver", 20_000)));
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut pending)
+                .await
+                .is_err()
+        );
+        e.deregister(wire::Deregister {
+            agent_id: "leaver".into(),
+        })
+        .await
+        .expect("leave");
+        let id = e.submit(submit("j")).await.expect("accepted").id;
+        let got = pending.await.expect("answered");
+        assert!(got.tasks.is_empty(), "{got:?}");
+        let run = e.run(&id).await.expect("run");
+        assert_eq!(
+            run.tasks[0].status, "ready",
+            "the task still waits for an agent"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bad_agent_messages_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let e = engine_with(dir.path(), Duration::from_secs(30), Some(1)).await;

@@ -4,13 +4,17 @@
 //!
 //! ```text
 //! cargo build --release -p ganger -p ganger-bench
-//! target/release/ganger-bench-server [--case latency|throughput|rss|all] [--slots N]
+//! target/release/ganger-bench-server
+//!     [--case latency|throughput|rss|agents|agent-latency|idle-agents|all] [--slots N]
 //!     [--samples 300] [--runs 10000] [--queued 100000] [--concurrency 32] [--repeat 1]
+//!     [--sim-agents 200] [--window 20]
 //! ```
 //!
-//! Three cases, each against a fresh server (`ganger server --listen
-//! 127.0.0.1:0 --data <fresh dir> --slots N`) that this program starts and
-//! kills again on every exit path:
+//! Each case runs against a fresh server (`ganger server --listen
+//! 127.0.0.1:0 --data <fresh dir> --slots N`, or `--no-local-agent` where
+//! remote agents run the tasks) that this program starts and kills again on
+//! every exit path, with the `ganger agent` processes it starts (a signal to
+//! this program stops them all too):
 //! - `latency`: on an idle server, one single-task `true` run at a time:
 //!   submitted, then polled (every millisecond) until finished. Reported:
 //!   the server's own submit→start time (the first attempt's `started_at`
@@ -28,11 +32,37 @@
 //!   server's VmRSS and VmHWM (`/proc/<pid>/status`) idle right after start
 //!   and with every run queued, and the submission rate. DESIGN target: well
 //!   under 200 MiB.
+//! - `agents`: the throughput case's `--runs` runs, timed the same way,
+//!   through two remote `ganger agent` processes on loopback (server
+//!   `--no-local-agent`; agents `a1` and `a2` sharing the `--slots`, `a1`
+//!   taking the odd one) against the in-process agent with `--slots`,
+//!   interleaved `--repeat` times, medians reported with the ratio
+//!   remote/in-process. Afterwards every run is read back to count its
+//!   attempts and which agent ran them.
+//! - `agent-latency`: the latency case's method with one remote agent (`a1`,
+//!   `--slots`) on loopback and a `--no-local-agent` server, next to the
+//!   same measured on a server with its in-process agent.
+//! - `idle-agents`: `--sim-agents` agents simulated over HTTP by this
+//!   program (no processes): each registered, then kept with a claim long
+//!   poll (`wait_ms` 30000) outstanding, re-issued when it returns, and a
+//!   heartbeat every `heartbeat_ms` (first ones spread over one interval).
+//!   Reported: the server's CPU (utime+stime of `/proc/<pid>/stat`) as a
+//!   percentage of one core and its VmRSS/VmHWM over a `--window`, against
+//!   the same server idle with no agent over an equal window just before.
 //!
 //! All traffic goes to 127.0.0.1. Times are wall clock; the machine is
 //! shared, so compare ratios measured in the same invocation rather than
 //! absolute figures across invocations. Nothing here asserts a time.
 
+// A binary's root looks for modules next to it: these live in server/.
+#[path = "server/agents.rs"]
+mod agents;
+#[path = "server/children.rs"]
+mod children;
+#[path = "server/idle.rs"]
+mod idle;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
-use ganger_api::{RunDetail, RunList, SubmitRequest, SubmitResponse};
+use ganger_api::{AgentList, RunDetail, RunList, SubmitRequest, SubmitResponse};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -81,6 +111,9 @@ enum Case {
     Latency,
     Throughput,
     Rss,
+    Agents,
+    AgentLatency,
+    IdleAgents,
     All,
 }
 
@@ -88,7 +121,7 @@ enum Case {
 #[command(
     name = "ganger-bench-server",
     about = "Benchmark `ganger server` through its HTTP API: submit-to-start latency, \
-             throughput against xargs -P, and memory with many queued runs"
+             throughput against xargs -P, memory with many queued runs, and remote agents"
 )]
 struct Args {
     /// The ganger binary [default: `ganger` next to this executable].
@@ -97,7 +130,8 @@ struct Args {
     /// Which case to run.
     #[arg(long, value_enum, default_value_t = Case::All)]
     case: Case,
-    /// Slots of the server's in-process agent, and xargs -P [default: number of cores].
+    /// Slots of the server's in-process agent, and xargs -P; also the total
+    /// slots of the remote agents [default: number of cores].
     #[arg(long)]
     slots: Option<usize>,
     /// Timed runs of the latency case.
@@ -106,7 +140,7 @@ struct Args {
     /// Untimed runs of the latency case first.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    /// Runs of the throughput case.
+    /// Runs of the throughput and agents cases.
     #[arg(long, default_value_t = 10_000)]
     runs: usize,
     /// Queued runs of the rss case.
@@ -115,16 +149,27 @@ struct Args {
     /// Concurrent submitting clients (throughput and rss cases).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Interleaved ganger and xargs runs of the throughput case; the median is reported.
+    /// Interleaved timed runs of the throughput and agents cases; the median is reported.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Simulated agents of the idle-agents case.
+    #[arg(long, default_value_t = 200)]
+    sim_agents: usize,
+    /// Seconds of each measuring window of the idle-agents case.
+    #[arg(long, default_value_t = 20)]
+    window: u64,
     /// Keep the data directories and server logs (prints where).
     #[arg(long)]
     keep: bool,
 }
 
 fn main() -> ExitCode {
-    match bench(Args::parse()) {
+    let result = bench(Args::parse());
+    // After a signal, the signal thread stops the processes and exits.
+    while children::stopping() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ganger-bench-server: {e:#}");
@@ -144,6 +189,10 @@ fn bench(args: Args) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = args.slots.unwrap_or(cores);
     ensure!(slots > 0, "--slots must be at least 1");
+    ensure!(
+        args.sim_agents > 0 && args.window > 0,
+        "--sim-agents and --window must be at least 1"
+    );
 
     let tmp = tempfile::Builder::new()
         .prefix("ganger-bench-server-")
@@ -166,20 +215,38 @@ fn bench(args: Args) -> Result<()> {
         load_average(),
         bench.dir.display()
     );
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    children::guard(&runtime, &bench.dir, args.keep)?;
 
     let mut report = String::new();
+    let result = run_cases(&bench, &args, &runtime, &mut report);
+    println!("load average at the end: {}", load_average());
+    if args.keep {
+        // Also after a failure, to see what the servers and agents said.
+        let kept = tmp.keep();
+        println!("kept {}", kept.display());
+        let _ = fs::write(kept.join("report.txt"), report);
+    }
+    result
+}
+
+/// The cases `args` selects, each printed when done and added to `report`.
+fn run_cases(
+    bench: &Bench,
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut String,
+) -> Result<()> {
     let all = args.case == Case::All;
     if all || args.case == Case::Latency {
         eprintln!(
             "latency: {} samples (+{} warm-up) ...",
             args.samples, args.warmup
         );
-        let r = runtime.block_on(latency_case(&bench, &args))?;
+        let r = runtime.block_on(latency_case(bench, args))?;
         report.push_str(&r);
         print!("{r}");
     }
@@ -188,21 +255,42 @@ fn bench(args: Args) -> Result<()> {
             "throughput: {} runs, {} clients, {} repeat(s) ...",
             args.runs, args.concurrency, args.repeat
         );
-        let r = throughput_case(&bench, &args, &runtime)?;
+        let r = throughput_case(bench, args, runtime)?;
         report.push_str(&r);
         print!("{r}");
     }
     if all || args.case == Case::Rss {
         eprintln!("rss: {} queued runs ...", args.queued);
-        let r = runtime.block_on(rss_case(&bench, &args))?;
+        let r = runtime.block_on(rss_case(bench, args))?;
         report.push_str(&r);
         print!("{r}");
     }
-    println!("load average at the end: {}", load_average());
-    if args.keep {
-        let kept = tmp.keep();
-        println!("kept {}", kept.display());
-        let _ = fs::write(kept.join("report.txt"), report);
+    if all || args.case == Case::Agents {
+        eprintln!(
+            "agents: {} runs through 2 remote agents and through the in-process agent, {} repeat(s) ...",
+            args.runs, args.repeat
+        );
+        let r = agents::agents_case(bench, args, runtime)?;
+        report.push_str(&r);
+        print!("{r}");
+    }
+    if all || args.case == Case::AgentLatency {
+        eprintln!(
+            "agent-latency: {} samples (+{} warm-up) with a remote agent, then in-process ...",
+            args.samples, args.warmup
+        );
+        let r = runtime.block_on(agents::agent_latency_case(bench, args))?;
+        report.push_str(&r);
+        print!("{r}");
+    }
+    if all || args.case == Case::IdleAgents {
+        eprintln!(
+            "idle-agents: {} s idle, then {} simulated agents for {} s ...",
+            args.window, args.sim_agents, args.window
+        );
+        let r = runtime.block_on(idle::idle_agents_case(bench, args))?;
+        report.push_str(&r);
+        print!("{r}");
     }
     Ok(())
 }
@@ -216,8 +304,44 @@ struct Bench {
 }
 
 impl Bench {
+    /// A server with its in-process agent of [`Bench::slots`].
     fn server(&self, name: &str) -> Result<Server> {
-        Server::start(self, name)
+        Server::start(self, name, true)
+    }
+
+    /// A server that runs no task itself (`--no-local-agent`).
+    fn server_without_agent(&self, name: &str) -> Result<Server> {
+        Server::start(self, name, false)
+    }
+
+    /// A token of role agent for `server` (`ganger token create --role
+    /// agent`, which works on the server's database while it runs).
+    fn agent_token(&self, server: &Server) -> Result<String> {
+        let out = Command::new(&self.ganger)
+            .args(["token", "create", "--role", "agent", "--name", "bench"])
+            .arg("--data")
+            .arg(&server.data)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .context("running `ganger token create --role agent`")?;
+        ensure!(
+            out.status.success(),
+            "`ganger token create --role agent` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let token = String::from_utf8(out.stdout)
+            .context("`ganger token create` printed a token that is not UTF-8")?
+            .trim()
+            .to_owned();
+        ensure!(
+            !token.is_empty() && !token.contains(char::is_whitespace),
+            "`ganger token create --role agent` printed no single token: {token:?}"
+        );
+        Ok(token)
     }
 }
 
@@ -254,6 +378,9 @@ fn ganger_path(given: Option<&Path>) -> Result<PathBuf> {
 /// A `ganger server` started here; stopped (SIGTERM, then SIGKILL) when
 /// dropped, whatever the way out.
 struct Server {
+    /// The case's name for it: its data directory, log and agents are named after it.
+    name: String,
+    data: PathBuf,
     child: Child,
     pid: Pid,
     url: Url,
@@ -266,18 +393,22 @@ struct Server {
 }
 
 impl Server {
-    fn start(bench: &Bench, name: &str) -> Result<Server> {
+    fn start(bench: &Bench, name: &str, local_agent: bool) -> Result<Server> {
         let data = bench.dir.join(format!("{name}-data"));
         let log = bench.dir.join(format!("{name}-server.log"));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file")?;
-        let child = Command::new(&bench.ganger)
-            .arg("server")
+        let mut cmd = Command::new(&bench.ganger);
+        cmd.arg("server")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data")
-            .arg(&data)
-            .arg("--slots")
-            .arg(bench.slots.to_string())
+            .arg(&data);
+        if local_agent {
+            cmd.arg("--slots").arg(bench.slots.to_string());
+        } else {
+            cmd.arg("--no-local-agent");
+        }
+        let child = cmd
             .arg("--config")
             .arg(&bench.config)
             .env("GANGER_SERVER_GRACE", SERVER_GRACE)
@@ -288,7 +419,10 @@ impl Server {
             .spawn()
             .with_context(|| format!("starting {} server", bench.ganger.display()))?;
         let pid = Pid::from_raw(i32::try_from(child.id()).context("a process id out of range")?);
+        children::track(pid, children::Kind::Server);
         let mut server = Server {
+            name: name.to_owned(),
+            data: data.clone(),
             child,
             pid,
             url: Url::parse("http://127.0.0.1/").context("parsing a constant URL")?,
@@ -357,21 +491,7 @@ impl Server {
 
     /// VmRSS and VmHWM now.
     fn memory(&self) -> Result<Memory> {
-        let path = format!("/proc/{}/status", self.pid);
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let field = |name: &str| -> Result<u64> {
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .with_context(|| format!("no {name} in {path}"))?;
-            let kib = line.trim().trim_end_matches("kB").trim();
-            kib.parse::<u64>()
-                .with_context(|| format!("{name} in {path} is not a number of kB: {line:?}"))
-        };
-        Ok(Memory {
-            rss_kib: field("VmRSS:")?,
-            hwm_kib: field("VmHWM:")?,
-        })
+        memory_of(self.pid)
     }
 
     /// CPU time used so far by the server itself (all threads).
@@ -379,13 +499,27 @@ impl Server {
         cpu_time(&format!("/proc/{}/stat", self.pid))
     }
 
+    /// The server's output so far.
+    fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGTERM, SIGKILL after [`STOP_TIMEOUT`]; how long it took to exit.
     fn stop(&mut self) -> Result<Duration> {
+        let r = self.stop_inner();
+        children::untrack(self.pid);
+        r
+    }
+
+    fn stop_inner(&mut self) -> Result<Duration> {
         let start = Instant::now();
         if self.stopped {
             return Ok(Duration::ZERO);
         }
         self.stopped = true;
+        if children::stopping() {
+            bail!("interrupted: the server is stopped by the signal thread");
+        }
         let mut killed = false;
         if let Some(status) = self.child.try_wait().context("waiting for the server")? {
             self.kill_sleeper();
@@ -443,7 +577,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Err(e) = self.stop() {
+        if let Err(e) = self.stop()
+            && !children::stopping()
+        {
             eprintln!("ganger-bench-server: stopping the server: {e:#}");
         }
     }
@@ -465,6 +601,25 @@ fn listening_url(log: &str) -> Option<String> {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// VmRSS and VmHWM of a process now.
+fn memory_of(pid: Pid) -> Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .with_context(|| format!("no {name} in {path}"))?;
+        let kib = line.trim().trim_end_matches("kB").trim();
+        kib.parse::<u64>()
+            .with_context(|| format!("{name} in {path} is not a number of kB: {line:?}"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
 }
 
 /// utime + stime of a `/proc/<pid>/stat` file.
@@ -627,6 +782,42 @@ impl Api {
     }
 }
 
+impl Api {
+    /// `GET /api/v1/agents`.
+    async fn agents(&self) -> Result<AgentList> {
+        let url = self.url("/api/v1/agents")?;
+        let what = "GET /api/v1/agents";
+        let resp = self.http.get(url).send().await.context(what)?;
+        checked(resp, what)
+            .await?
+            .json::<AgentList>()
+            .await
+            .with_context(|| format!("reading the answer of {what}"))
+    }
+
+    /// `body` POSTed as JSON to `path`; the JSON answer.
+    async fn post<B, R>(&self, path: &str, body: &B) -> Result<R>
+    where
+        B: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let url = self.url(path)?;
+        let what = format!("POST {path}");
+        let resp = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| what.clone())?;
+        checked(resp, &what)
+            .await?
+            .json::<R>()
+            .await
+            .with_context(|| format!("reading the answer of {what}"))
+    }
+}
+
 /// `resp` if its status is a success, else an error with its body.
 async fn checked(resp: reqwest::Response, what: &str) -> Result<reqwest::Response> {
     let status = resp.status();
@@ -644,6 +835,8 @@ fn is_finished(status: &str) -> bool {
 
 /// What [`flood`] saw.
 struct Submitted {
+    /// The runs created.
+    ids: Vec<String>,
     /// Each successful POST's round trip.
     posts: Vec<Duration>,
     /// Submissions refused because the server generated a run id it had
@@ -666,14 +859,16 @@ async fn flood(api: &Api, job: &str, n: usize, clients: usize) -> Result<Submitt
         let job = job.to_owned();
         set.spawn(async move {
             let mut took = Vec::new();
+            let mut ids = Vec::new();
             let mut collisions = 0;
             while next.fetch_add(1, Ordering::Relaxed) < n {
                 let mut tries = 0;
                 loop {
                     let t = Instant::now();
                     match api.submit(&job).await {
-                        Ok(_) => {
+                        Ok(r) => {
                             took.push(t.elapsed());
+                            ids.push(r.id);
                             break;
                         }
                         Err(e)
@@ -688,17 +883,20 @@ async fn flood(api: &Api, job: &str, n: usize, clients: usize) -> Result<Submitt
                 }
             }
             anyhow::Ok(Submitted {
+                ids,
                 posts: took,
                 collisions,
             })
         });
     }
     let mut all = Submitted {
+        ids: Vec::with_capacity(n),
         posts: Vec::with_capacity(n),
         collisions: 0,
     };
     while let Some(joined) = set.join_next().await {
         let part = joined.context("a submitting task panicked")??;
+        all.ids.extend(part.ids);
         all.posts.extend(part.posts);
         all.collisions += part.collisions;
     }
@@ -817,13 +1015,54 @@ async fn latency_case(bench: &Bench, args: &Args) -> Result<String> {
     let mut server = bench.server("latency")?;
     let api = server.api()?;
     api.apply(NOOP_JOB).await?;
+    let l = measure_latency(&server, &api, args).await?;
+    server.stop()?;
 
-    let mut to_start = Vec::new(); // server: created_at → attempt started_at
-    let mut to_finish = Vec::new(); // server: created_at → run finished_at
-    let mut seen = Vec::new(); // client: POST sent → GET shows finished
-    let mut posts = Vec::new(); // client: POST round trip
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n== latency: {} sequential single-task `true` runs on an idle server (after {} warm-up), polled every {} ms",
+        args.samples,
+        args.warmup,
+        RUN_POLL.as_millis()
+    );
+    s.push_str(&l.rows());
+    s.push_str(&l.verdict());
+    Ok(s)
+}
+
+/// What [`measure_latency`] saw.
+struct Latency {
+    /// Server: the run's created_at → its first attempt's started_at.
+    to_start: Dist,
+    /// Server: created_at → the run's finished_at.
+    to_finish: Dist,
+    /// Client: POST sent → a GET shows the run finished.
+    seen: Dist,
+    /// Client: the POST's round trip.
+    posts: Dist,
+    /// Server CPU over every run, warm-up included.
+    cpu: Duration,
+    runs: usize,
+    gets: usize,
+    wall: Duration,
+    mem: Memory,
+    /// Whether every created_at came with whole milliseconds.
+    created_ms_only: bool,
+    /// Which agent ran the timed runs' attempts, and how many.
+    agents: BTreeMap<String, usize>,
+}
+
+/// The latency case's measurement on a server whose `noop` job is applied
+/// and whose agents are up: `--warmup` then `--samples` single-task runs,
+/// one at a time, each polled every [`RUN_POLL`] until finished.
+async fn measure_latency(server: &Server, api: &Api, args: &Args) -> Result<Latency> {
+    let mut to_start = Vec::new();
+    let mut to_finish = Vec::new();
+    let mut seen = Vec::new();
+    let mut posts = Vec::new();
+    let mut agents = BTreeMap::new();
     let mut gets = 0usize;
-    // Whether every created_at came with whole milliseconds.
     let mut created_ms_only = true;
     let cpu0 = server.cpu()?;
     let wall0 = Instant::now();
@@ -852,11 +1091,13 @@ async fn latency_case(bench: &Bench, args: &Args) -> Result<String> {
             detail.summary.status,
             detail.summary.reason
         );
-        let started = detail
+        let attempt = detail
             .tasks
             .first()
             .and_then(|t| t.attempts.first())
-            .and_then(|a| a.started_at)
+            .with_context(|| format!("run {id} has no attempt"))?;
+        let started = attempt
+            .started_at
             .with_context(|| format!("run {id} has no started attempt"))?;
         let created = detail.summary.created_at;
         created_ms_only &= created.subsec_nanosecond() % 1_000_000 == 0;
@@ -869,59 +1110,65 @@ async fn latency_case(bench: &Bench, args: &Args) -> Result<String> {
             to_finish.push(finished.duration_since(created).as_secs_f64() * 1e3);
             seen.push(client);
             posts.push(post);
+            let agent = attempt.agent.clone().unwrap_or_else(|| "(none)".to_owned());
+            *agents.entry(agent).or_insert(0) += 1;
         }
     }
-    let wall = wall0.elapsed();
-    let cpu = server.cpu()?.saturating_sub(cpu0);
-    let mem = server.memory()?;
-    server.stop()?;
-
-    let to_start = Dist::new(to_start);
-    let to_finish = Dist::new(to_finish);
-    let seen = Dist::of(&seen);
-    let posts = Dist::of(&posts);
-    let total = args.warmup + args.samples;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "\n== latency: {} sequential single-task `true` runs on an idle server (after {} warm-up), polled every {} ms",
-        args.samples,
-        args.warmup,
-        RUN_POLL.as_millis()
-    );
-    s.push_str(&dist_header());
-    s.push_str(&to_start.row("server submit->start (created->attempt)"));
-    s.push_str(&to_finish.row("server submit->finished"));
-    s.push_str(&posts.row("client POST /runs round trip"));
-    s.push_str(&seen.row("client POST sent->seen finished"));
-    let _ = writeln!(
-        s,
-        "  server CPU {:.2} ms per run ({} runs, {} GETs, {:.1}s wall); RSS {:.1} MiB",
-        cpu.as_secs_f64() * 1e3 / total as f64,
-        total,
+    Ok(Latency {
+        to_start: Dist::new(to_start),
+        to_finish: Dist::new(to_finish),
+        seen: Dist::of(&seen),
+        posts: Dist::of(&posts),
+        cpu: server.cpu()?.saturating_sub(cpu0),
+        runs: args.warmup + args.samples,
         gets,
-        wall.as_secs_f64(),
-        mem.rss_mib()
-    );
-    if created_ms_only {
-        let _ = writeln!(
-            s,
-            "  note: the server gives created_at to the millisecond only, so the server-side \
-             figures read up to 1 ms high (0.5 ms on average) when the other end is finer"
-        );
-    }
-    let p50 = to_start.pct(50.0);
-    let p99 = to_start.pct(99.0);
-    let _ = writeln!(
-        s,
-        "  DESIGN target submit->start p50 < {TARGET_P50_MS} ms: {} ({p50:.3}); p99 < {TARGET_P99_MS} ms: {} ({p99:.3})",
-        verdict(p50 < TARGET_P50_MS),
-        verdict(p99 < TARGET_P99_MS),
-    );
-    Ok(s)
+        wall: wall0.elapsed(),
+        mem: server.memory()?,
+        created_ms_only,
+        agents,
+    })
 }
 
-/// One timed ganger run of the throughput case.
+impl Latency {
+    /// The distributions, the server's CPU, and a note on precision.
+    fn rows(&self) -> String {
+        let mut s = dist_header();
+        s.push_str(&self.to_start.row("server submit->start (created->attempt)"));
+        s.push_str(&self.to_finish.row("server submit->finished"));
+        s.push_str(&self.posts.row("client POST /runs round trip"));
+        s.push_str(&self.seen.row("client POST sent->seen finished"));
+        let _ = writeln!(
+            s,
+            "  server CPU {:.2} ms per run ({} runs, {} GETs, {:.1}s wall); RSS {:.1} MiB",
+            self.cpu.as_secs_f64() * 1e3 / self.runs as f64,
+            self.runs,
+            self.gets,
+            self.wall.as_secs_f64(),
+            self.mem.rss_mib()
+        );
+        if self.created_ms_only {
+            let _ = writeln!(
+                s,
+                "  note: the server gives created_at to the millisecond only, so the server-side \
+                 figures read up to 1 ms high (0.5 ms on average) when the other end is finer"
+            );
+        }
+        s
+    }
+
+    /// The DESIGN targets for submit→start.
+    fn verdict(&self) -> String {
+        let p50 = self.to_start.pct(50.0);
+        let p99 = self.to_start.pct(99.0);
+        format!(
+            "  DESIGN target submit->start p50 < {TARGET_P50_MS} ms: {} ({p50:.3}); p99 < {TARGET_P99_MS} ms: {} ({p99:.3})\n",
+            verdict(p50 < TARGET_P50_MS),
+            verdict(p99 < TARGET_P99_MS),
+        )
+    }
+}
+
+/// One timed ganger run of the throughput and agents cases.
 struct Flood {
     wall: Duration,
     submit: Duration,
@@ -929,32 +1176,94 @@ struct Flood {
     collisions: usize,
     server_cpu: Duration,
     client_cpu: Duration,
+    /// CPU of the remote agents' own threads (not their tasks'); zero
+    /// with the in-process agent, whose work is in `server_cpu`.
+    agent_cpu: Duration,
     polls: usize,
     rss_after: Memory,
+    /// Every run read back, when asked for.
+    tally: Option<agents::Tally>,
+    /// Lines of the server's and agents' output that are not the usual
+    /// start-up lines.
+    remarks: Vec<String>,
 }
 
-async fn ganger_flood(bench: &Bench, args: &Args, name: &str) -> Result<Flood> {
-    let mut server = bench.server(name)?;
+/// `--runs` single-task runs of `true`, timed until none is queued or
+/// running, on a fresh server: through its in-process agent when `remote`
+/// is empty, else with `--no-local-agent` through one `ganger agent` per
+/// entry of `remote` (its slots), named a1, a2, …. With `tally`, every run
+/// is read back afterwards (untimed) to count attempts by agent.
+async fn ganger_flood(
+    bench: &Bench,
+    args: &Args,
+    name: &str,
+    remote: &[usize],
+    tally: bool,
+) -> Result<Flood> {
+    let mut server = if remote.is_empty() {
+        bench.server(name)?
+    } else {
+        bench.server_without_agent(name)?
+    };
+    // Declared after the server, so dropped (stopped) before it.
+    let mut procs = Vec::new();
+    if !remote.is_empty() {
+        let token = bench.agent_token(&server)?;
+        for (i, slots) in remote.iter().enumerate() {
+            procs.push(agents::AgentProc::start(
+                bench,
+                &server,
+                &token,
+                &format!("a{}", i + 1),
+                *slots,
+            )?);
+        }
+    }
     let api = server.api()?;
     api.apply(NOOP_JOB).await?;
     let cpu0 = server.cpu()?;
+    let agents0 = agents::cpu_of(&procs)?;
     let me0 = cpu_time("/proc/self/stat")?;
     let t0 = Instant::now();
-    let Submitted { posts, collisions } = flood(&api, "noop", args.runs, args.concurrency).await?;
+    let Submitted {
+        ids,
+        posts,
+        collisions,
+    } = flood(&api, "noop", args.runs, args.concurrency).await?;
     let submit = t0.elapsed();
     let polls = drain(&api, Duration::from_secs(3600)).await?;
     let wall = t0.elapsed();
     let server_cpu = server.cpu()?.saturating_sub(cpu0);
+    let agent_cpu = agents::cpu_of(&procs)?.saturating_sub(agents0);
     let client_cpu = cpu_time("/proc/self/stat")?.saturating_sub(me0);
     let rss_after = server.memory()?;
     let succeeded = api.count("succeeded").await?;
-    ensure!(
-        succeeded == args.runs,
-        "{succeeded} of {} runs succeeded (failed: {})",
-        args.runs,
-        api.count("failed").await?
-    );
+    if succeeded != args.runs {
+        let failed = api.runs("failed", 5, None).await?;
+        let some: Vec<String> = failed
+            .runs
+            .iter()
+            .map(|r| format!("{}: {}", r.id, r.reason.as_deref().unwrap_or("no reason")))
+            .collect();
+        bail!(
+            "{succeeded} of {} runs succeeded (failed: {}; the last ones: {})",
+            args.runs,
+            api.count("failed").await?,
+            some.join("; ")
+        );
+    }
+    let tally = if tally {
+        Some(agents::tally_runs(&api, &ids, args.concurrency).await?)
+    } else {
+        None
+    };
+    let mut remarks = Vec::new();
+    for p in &mut procs {
+        p.stop()?;
+        remarks.extend(p.remarks());
+    }
     server.stop()?;
+    remarks.extend(server_remarks(&server));
     Ok(Flood {
         wall,
         submit,
@@ -962,10 +1271,34 @@ async fn ganger_flood(bench: &Bench, args: &Args, name: &str) -> Result<Flood> {
         collisions,
         server_cpu,
         client_cpu,
+        agent_cpu,
         polls,
         rss_after,
+        tally,
+        remarks,
     })
 }
+
+/// Lines of a server's output other than the usual ones at start and stop,
+/// each prefixed with the server's name.
+fn server_remarks(server: &Server) -> Vec<String> {
+    server
+        .output()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !USUAL_SERVER_LINES.iter().any(|u| l.contains(u)))
+        .map(|l| format!("server {}: {l}", server.name))
+        .collect()
+}
+
+/// What a server started here prints when all goes well.
+const USUAL_SERVER_LINES: &[&str] = &[
+    "ganger server: configuration from ",
+    "admin token written to ",
+    "ganger server listening on http://",
+    "ganger server: SIGTERM: shutting down",
+    "ganger server: stopped",
+];
 
 fn xargs_command(input: &Path, slots: usize) -> Result<Command> {
     let mut c = Command::new("xargs");
@@ -980,7 +1313,12 @@ fn xargs_command(input: &Path, slots: usize) -> Result<Command> {
 fn time_xargs(input: &Path, slots: usize) -> Result<Duration> {
     let mut cmd = xargs_command(input, slots)?;
     let start = Instant::now();
-    let status = cmd.status().context("starting xargs")?;
+    let mut child = cmd.spawn().context("starting xargs")?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("a process id out of range")?);
+    children::track(pid, children::Kind::Other);
+    let status = child.wait();
+    children::untrack(pid);
+    let status = status.context("waiting for xargs")?;
     let elapsed = start.elapsed();
     ensure!(status.success(), "xargs failed ({status}): {cmd:?}");
     Ok(elapsed)
@@ -996,7 +1334,13 @@ fn throughput_case(
     let mut floods = Vec::new();
     let mut xargs = Vec::new();
     for i in 0..args.repeat {
-        let f = runtime.block_on(ganger_flood(bench, args, &format!("throughput-{i}")))?;
+        let f = runtime.block_on(ganger_flood(
+            bench,
+            args,
+            &format!("throughput-{i}"),
+            &[],
+            false,
+        ))?;
         let x = time_xargs(&input, bench.slots)?;
         eprintln!(
             "  run {}: ganger {:.3}s (submitted in {:.3}s), xargs {:.3}s",
@@ -1107,7 +1451,9 @@ async fn rss_case(bench: &Bench, args: &Args) -> Result<String> {
     }
     let cpu0 = server.cpu()?;
     let t0 = Instant::now();
-    let Submitted { posts, collisions } = flood(&api, "q", args.queued, args.concurrency).await?;
+    let Submitted {
+        posts, collisions, ..
+    } = flood(&api, "q", args.queued, args.concurrency).await?;
     let submit = t0.elapsed();
     let cpu = server.cpu()?.saturating_sub(cpu0);
     let full = server.memory()?;

@@ -103,6 +103,9 @@ pub(crate) enum Command {
         report: AgentReport,
         reply: Reply<()>,
     },
+    /// The agent left: its pending claims answer empty, and no kill order
+    /// waits for it any more.
+    Forget(String),
     /// Agents' kill orders go here (one channel per agent).
     Attach {
         agent: String,
@@ -489,6 +492,10 @@ impl Actor {
             }
             Command::Attach { agent, kills } => {
                 self.kills.insert(agent, kills);
+            }
+            Command::Forget(agent) => {
+                self.kills.remove(&agent);
+                self.woken.insert(agent);
             }
             Command::Drain(reply) => {
                 self.draining = true;

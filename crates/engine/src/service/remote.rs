@@ -323,6 +323,11 @@ impl Engine {
         if let Ok(mut queues) = self.inner.kill_queues.lock() {
             queues.remove(&d.agent_id);
         }
+        // A claim it left open must not be handed work.
+        let _ = self
+            .inner
+            .commands
+            .send(super::actor::Command::Forget(d.agent_id));
         Ok(())
     }
 }
