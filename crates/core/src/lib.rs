@@ -11,6 +11,7 @@ pub mod diag;
 pub mod graph;
 pub mod model;
 mod parse;
+pub mod routing;
 mod shell;
 pub mod template;
 pub mod units;

@@ -8,22 +8,44 @@ use ganger_api::SubmitRequest;
 use ganger_engine::{Engine, EngineConfig, EngineError, LogEvent};
 use ganger_store::SqliteStore;
 
-async fn engine(dir: &std::path::Path, slots: u32) -> Engine {
-    let store = SqliteStore::open(dir.join("ganger.db"))
-        .await
-        .expect("open store");
-    let config = EngineConfig {
+/// The engine's settings in these tests: a lease long enough never to run
+/// out unless a test shortens it.
+fn config(dir: &std::path::Path) -> EngineConfig {
+    EngineConfig {
         data_dir: dir.to_owned(),
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_millis(100),
         kill_grace: Duration::from_secs(5),
-        log_cap: Some(1 << 20),
-        local_slots: Some(slots),
+        log_cap: None,
+        local_slots: Some(2),
         base_env: std::env::vars().collect(),
-    };
+    }
+}
+
+/// With `GANGER_TMP` in the tasks' environment, for marker files.
+fn config_with_tmp(dir: &std::path::Path, tmp: &std::path::Path) -> EngineConfig {
+    let mut c = config(dir);
+    c.base_env
+        .push(("GANGER_TMP".into(), tmp.display().to_string()));
+    c
+}
+
+async fn open(config: EngineConfig) -> Engine {
+    let store = SqliteStore::open(config.data_dir.join("ganger.db"))
+        .await
+        .expect("open store");
     Engine::open(Arc::new(store), config)
         .await
         .expect("engine opens")
+}
+
+async fn engine(dir: &std::path::Path, slots: u32) -> Engine {
+    open(EngineConfig {
+        log_cap: Some(1 << 20),
+        local_slots: Some(slots),
+        ..config(dir)
+    })
+    .await
 }
 
 fn submit(job: &str) -> SubmitRequest {
@@ -146,28 +168,7 @@ async fn idempotent_submit_and_retry_of_what_failed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir");
-    // SAFETY-free: tests in this binary share the variable; all set it alike.
-    let e = {
-        let store = SqliteStore::open(dir.path().join("ganger.db"))
-            .await
-            .expect("open");
-        let mut env: Vec<(String, String)> = std::env::vars().collect();
-        env.push(("GANGER_TMP".into(), tmp.display().to_string()));
-        Engine::open(
-            Arc::new(store),
-            EngineConfig {
-                data_dir: dir.path().to_owned(),
-                lease: Duration::from_secs(30),
-                heartbeat: Duration::from_millis(100),
-                kill_grace: Duration::from_secs(5),
-                log_cap: None,
-                local_slots: Some(2),
-                base_env: env,
-            },
-        )
-        .await
-        .expect("open")
-    };
+    let e = open(config_with_tmp(dir.path(), &tmp)).await;
     e.apply(vec![("jobs.yml".into(), JOBS.into())])
         .await
         .expect("valid");
@@ -197,25 +198,7 @@ async fn concurrency_queues_and_cancel_of_a_waiting_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir");
-    let store = SqliteStore::open(dir.path().join("ganger.db"))
-        .await
-        .expect("open");
-    let mut env: Vec<(String, String)> = std::env::vars().collect();
-    env.push(("GANGER_TMP".into(), tmp.display().to_string()));
-    let e = Engine::open(
-        Arc::new(store),
-        EngineConfig {
-            data_dir: dir.path().to_owned(),
-            lease: Duration::from_secs(30),
-            heartbeat: Duration::from_millis(100),
-            kill_grace: Duration::from_secs(5),
-            log_cap: None,
-            local_slots: Some(2),
-            base_env: env,
-        },
-    )
-    .await
-    .expect("open");
+    let e = open(config_with_tmp(dir.path(), &tmp)).await;
     e.apply(vec![("jobs.yml".into(), JOBS.into())])
         .await
         .expect("valid");
@@ -294,21 +277,12 @@ async fn a_shutdown_interrupts_what_runs_and_the_next_start_runs_it_again() {
 }
 
 async fn engine_with(dir: &std::path::Path, lease: Duration, local_slots: Option<u32>) -> Engine {
-    let store = SqliteStore::open(dir.join("ganger.db"))
-        .await
-        .expect("open store");
-    let config = EngineConfig {
-        data_dir: dir.to_owned(),
+    open(EngineConfig {
         lease,
-        heartbeat: Duration::from_millis(100),
-        kill_grace: Duration::from_secs(5),
-        log_cap: None,
         local_slots,
-        base_env: std::env::vars().collect(),
-    };
-    Engine::open(Arc::new(store), config)
-        .await
-        .expect("engine opens")
+        ..config(dir)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,9 @@ pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+/// Matching claims to agents is the core's routing rule.
+use ganger_core::routing::tags_match;
+
 /// Run statuses after which a run never changes again; [`Store::unfinished`]
 /// returns every run whose status is not one of these.
 pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "cancelled"];
@@ -470,24 +473,6 @@ macro_rules! forward_store {
 forward_store!(Arc);
 forward_store!(Box);
 
-/// Whether an agent with `labels` satisfies every tag: `k=v` needs label
-/// `k=v`; a bare `k` needs label `k` or any `k=…`. Shared by all backends so
-/// they agree on matching.
-pub fn tags_match(tags: &[String], labels: &[String]) -> bool {
-    tags.iter().all(|tag| {
-        labels.iter().any(|label| {
-            if label == tag {
-                return true;
-            }
-            // A bare tag (no '=') matches any value of that label.
-            !tag.contains('=')
-                && label
-                    .strip_prefix(tag.as_str())
-                    .is_some_and(|rest| rest.starts_with('='))
-        })
-    })
-}
-
 /// The one answer of a provided method that wraps a batch method around a
 /// single input; any other count is a backend bug.
 fn single<T>(op: &'static str, mut answers: Vec<T>) -> Result<T> {
@@ -581,22 +566,6 @@ fn check_token(token: &TokenRow) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(xs: &[&str]) -> Vec<String> {
-        xs.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn tag_matching() {
-        assert!(tags_match(&[], &[]));
-        assert!(tags_match(&v(&["os=linux"]), &v(&["os=linux", "gpu"])));
-        assert!(!tags_match(&v(&["os=linux"]), &v(&["os=mac"])));
-        assert!(!tags_match(&v(&["os=linux"]), &v(&["os"])));
-        assert!(tags_match(&v(&["gpu"]), &v(&["gpu=true"])));
-        assert!(tags_match(&v(&["gpu"]), &v(&["gpu"])));
-        assert!(!tags_match(&v(&["gpu"]), &v(&["gpus=2"])));
-        assert!(!tags_match(&v(&["gpu", "os=linux"]), &v(&["gpu"])));
-    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

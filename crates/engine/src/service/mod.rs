@@ -353,7 +353,7 @@ impl Engine {
             let executor = def.executor.name();
             let takers = agents.values().any(|a| {
                 a.executors.iter().any(|e| e == executor)
-                    && ganger_store::tags_match(&def.tags, &a.labels)
+                    && ganger_core::routing::tags_match(&def.tags, &a.labels)
             });
             if takers {
                 continue;

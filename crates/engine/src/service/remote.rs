@@ -11,7 +11,7 @@ use std::io::SeekFrom;
 use std::time::Duration;
 
 use ganger_api::agent as wire;
-use ganger_core::run::{Exit, Phase};
+use ganger_core::run::{Exit, Phase, TaskSpec};
 use ganger_store::TaskKey;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -268,32 +268,27 @@ impl Engine {
         // The claim is the authority on who holds an attempt: it is written
         // before the agent hears of the task, while the run's own record of
         // the claim may land a commit later.
-        let held = self
+        let claim = self
             .inner
             .store
             .claims_of(&chunk.agent_id)
             .await?
             .into_iter()
-            .any(|c| c.claimable.key == key && c.claimable.attempt == chunk.attempt.attempt);
-        if !held {
-            return Err(EngineError::Stale(format!(
-                "attempt {} of {key} is not held by agent `{}`; stop it",
-                chunk.attempt.attempt, chunk.agent_id
-            )));
-        }
-        let (_, run) = self.load_run(&key.run_id).await?;
-        let task = key.task as usize;
-        if task >= run.tasks.len() {
-            return Err(EngineError::InvalidRequest(format!(
-                "run {} has no task #{task}",
-                key.run_id
-            )));
-        }
-        let path = self.inner.logs.workdir(&key.run_id).log(
-            run.task_name(task),
-            chunk.attempt.attempt,
-            phase,
-        );
+            .find(|c| c.claimable.key == key && c.claimable.attempt == chunk.attempt.attempt)
+            .ok_or_else(|| {
+                EngineError::Stale(format!(
+                    "attempt {} of {key} is not held by agent `{}`; stop it",
+                    chunk.attempt.attempt, chunk.agent_id
+                ))
+            })?;
+        // The claim carries the task's name: no need to read the run.
+        let spec: TaskSpec = serde_json::from_str(&claim.claimable.spec_json)
+            .map_err(|e| EngineError::Internal(format!("stored task cannot be read: {e}")))?;
+        let path =
+            self.inner
+                .logs
+                .workdir(&key.run_id)
+                .log(&spec.name, chunk.attempt.attempt, phase);
         let next = {
             // One writer at a time: a resent chunk racing the original must
             // see what the original stored.
@@ -309,7 +304,7 @@ impl Engine {
                 EngineError::Internal(format!("cannot write log {}: {e}", path.display()))
             })?
         };
-        self.inner.logs.changed(&key.run_id, task);
+        self.inner.logs.changed(&key.run_id, key.task as usize);
         Ok(wire::LogAck { next_offset: next })
     }
 
