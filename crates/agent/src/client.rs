@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ganger_api::agent::{
-    Claim, Claimed, Deregister, Finished, Heartbeat, HeartbeatAck, LogAck, LogChunk, Register,
-    Registered, Started,
+    Claim, Claimed, Deregister, Finished, Heartbeat, HeartbeatAck, LogAck, LogChunk, Progress,
+    Register, Registered, Started,
 };
 use ganger_api::{ErrorBody, code};
 use reqwest::{StatusCode, Url};
@@ -122,6 +122,12 @@ impl Client {
 
     pub async fn started(&self, body: &Started) -> Result<(), ClientError> {
         self.call("started", body, CALL_TIMEOUT).await.map(drop)
+    }
+
+    /// How far along an attempt is, as its task said through its job
+    /// endpoint.
+    pub async fn progress(&self, body: &Progress) -> Result<(), ClientError> {
+        self.call("progress", body, CALL_TIMEOUT).await.map(drop)
     }
 
     pub async fn log(&self, body: &LogChunk) -> Result<LogAck, ClientError> {

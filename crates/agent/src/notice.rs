@@ -33,6 +33,13 @@ pub enum Notice {
     /// An attempt is no longer this agent's: its processes were killed
     /// and its output and result are dropped.
     Dropped { attempt: AttemptRef, reason: String },
+    /// Task process groups a dead agent left running on this workdir were
+    /// killed before taking work.
+    Reaped { groups: usize },
+    /// Containers a dead agent of this name left were removed.
+    ReapedContainers { containers: usize },
+    /// No Docker engine answers: the agent takes no docker tasks.
+    NoDocker { error: String },
     /// The agent left the server's list and stops.
     Deregistered,
     /// Something the operator should know that changes nothing else.
@@ -65,6 +72,17 @@ impl fmt::Display for Notice {
                 "dropped attempt {} of task #{} of run {} ({}): {reason}",
                 attempt.attempt, attempt.task, attempt.run_id, attempt.phase
             ),
+            Notice::Reaped { groups } => write!(
+                f,
+                "killed {groups} task process group(s) left running by an agent that died"
+            ),
+            Notice::ReapedContainers { containers } => write!(
+                f,
+                "removed {containers} container(s) left by an agent of this name that died"
+            ),
+            Notice::NoDocker { error } => {
+                write!(f, "no docker tasks will run here: {error}")
+            }
             Notice::Deregistered => f.write_str("deregistered; stopped"),
             Notice::Warning(text) => write!(f, "warning: {text}"),
         }

@@ -6,7 +6,7 @@
 //! Only HTTP reaches the server: the agent never touches its database, so
 //! it can run behind NAT with outbound connections only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ganger_api::agent::{
-    Assigned, AttemptRef, Claim, Claimed, Deregister, Heartbeat, HeartbeatAck, Kill, Register,
-    Registered,
+    self as wire, Assigned, AttemptRef, Claim, Claimed, Deregister, Heartbeat, HeartbeatAck, Kill,
+    Register, Registered,
 };
 use reqwest::Url;
 use tokio::sync::{mpsc, watch};
@@ -25,8 +25,11 @@ use tokio::time::Instant;
 use crate::attempt::Settings;
 use crate::backoff::{self, Backoff};
 use crate::client::{Client, ClientError};
+use crate::container::{DEFAULT_NETWORK, Docker};
 use crate::notice::{Notice, Notices};
+use crate::orphans::ProcessRecords;
 use crate::task::{self, Ctx, Order, Orders, Progress, describe, escalate};
+use crate::want::Want;
 
 /// How long running tasks get to finish on shutdown, and between SIGTERM
 /// and SIGKILL when a task is stopped (DESIGN §4's `grace`).
@@ -43,8 +46,6 @@ const QUICK_EMPTY: Duration = Duration::from_secs(1);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// The heartbeat when the server names none (DESIGN §4's default).
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-/// The executors this agent runs.
-const EXECUTORS: &[&str] = &["process"];
 
 /// Everything `ganger agent` is told.
 #[derive(Clone)]
@@ -70,6 +71,8 @@ pub struct AgentConfig {
     pub base_env: Vec<(String, String)>,
     /// Where [`Notice`]s go.
     pub notices: Option<mpsc::UnboundedSender<Notice>>,
+    /// The bridge network docker tasks join unless they name one.
+    pub docker_network: String,
 }
 
 impl AgentConfig {
@@ -88,6 +91,7 @@ impl AgentConfig {
             log_cap: Some(DEFAULT_LOG_CAP),
             base_env: std::env::vars().collect(),
             notices: None,
+            docker_network: DEFAULT_NETWORK.to_owned(),
         }
     }
 }
@@ -103,6 +107,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("workdir", &self.workdir)
             .field("grace", &self.grace)
             .field("log_cap", &self.log_cap)
+            .field("docker_network", &self.docker_network)
             .finish_non_exhaustive()
     }
 }
@@ -165,11 +170,47 @@ pub async fn run_until(
     let client =
         Client::new(config.servers.clone(), config.token.clone()).map_err(AgentError::Config)?;
     let notices = Notices::new(config.notices.clone());
+    // An agent killed with tasks running left them running; the server
+    // gives those attempts to someone else, so they must go first.
+    let records = ProcessRecords::new(workdir.join("processes"));
+    match records.reap() {
+        Ok(0) => {}
+        Ok(groups) => notices.send(Notice::Reaped { groups }),
+        Err(source) => {
+            return Err(AgentError::Workdir {
+                path: records.dir().to_owned(),
+                source,
+            });
+        }
+    }
+    let mut settings =
+        Settings::new(config.grace, config.log_cap, config.base_env.clone()).recording(records);
+    // Docker tasks come only to an agent whose engine answers; without
+    // one the agent still runs processes, and says why it takes no
+    // docker tasks.
+    match Docker::connect(&config.docker_network, &config.name).await {
+        Ok((docker, removed)) => {
+            if removed > 0 {
+                notices.send(Notice::ReapedContainers {
+                    containers: removed,
+                });
+            }
+            settings = settings.with_docker(docker);
+        }
+        Err(e) => notices.send(Notice::NoDocker {
+            error: e.to_string(),
+        }),
+    }
+    if let Err(e) = settings.start_job_api().await {
+        notices.send(Notice::Warning(format!(
+            "tasks get no job endpoint ($GANGER_JOB_URL): {e}"
+        )));
+    }
     let register = Register {
         name: config.name.clone(),
         labels: config.labels.clone(),
         slots: config.slots,
-        executors: EXECUTORS.iter().map(|e| (*e).to_owned()).collect(),
+        executors: settings.executors(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
 
@@ -187,7 +228,7 @@ pub async fn run_until(
     let ctx = Arc::new(Ctx {
         client,
         agent_id: agent_id_rx,
-        settings: Settings::new(config.grace, config.log_cap, config.base_env.clone()),
+        settings,
         runs,
         progress: progress_tx,
         notices,
@@ -200,6 +241,7 @@ pub async fn run_until(
         grace: config.grace,
         heartbeat: heartbeat_interval(&registered),
         held: HashMap::new(),
+        queued: VecDeque::new(),
         busy: 0,
         draining: false,
         tasks: JoinSet::new(),
@@ -343,8 +385,10 @@ struct Agent {
     slots: usize,
     grace: Duration,
     heartbeat: Duration,
-    /// Every attempt the agent holds, from assignment until its task ends.
+    /// Every attempt the agent runs, from its start until its task ends.
     held: HashMap<AttemptRef, Held>,
+    /// Attempts claimed ahead (see [`Want`]), waiting for a slot.
+    queued: VecDeque<Assigned>,
     /// Attempts whose processes may still run: the slots in use.
     busy: usize,
     tasks: JoinSet<AttemptRef>,
@@ -394,13 +438,15 @@ impl Agent {
                     join(&ctx.client, &register, &ctx.notices).await
                 }));
             }
+            if phase == Phase::Serving {
+                self.start_queued();
+            }
             if phase == Phase::Serving
                 && claim.is_none()
                 && rejoin.is_none()
-                && self.busy < self.slots
+                && let Some(want) = Want::next(self.slots, self.busy, self.queued.len())
             {
-                let max = u32::try_from(self.slots - self.busy).unwrap_or(u32::MAX);
-                claim = Some(self.claim(max, std::mem::take(&mut claim_delay)));
+                claim = Some(self.claim(want, std::mem::take(&mut claim_delay)));
             }
             let deadline = match phase {
                 Phase::Serving => None,
@@ -421,9 +467,7 @@ impl Agent {
                             for order in claimed.kill {
                                 self.kill_order(&order);
                             }
-                            for assigned in claimed.tasks {
-                                self.start(assigned);
-                            }
+                            self.take(claimed.tasks);
                         }
                         Err(e) => claim_delay = self.trouble("claim", e, &mut claim_backoff)?,
                     }
@@ -478,6 +522,7 @@ impl Agent {
                         claim = None;
                         phase = Phase::Draining { until: Instant::now() + self.grace };
                         self.draining = true;
+                        self.give_back();
                         // Tell the server at once, not at the next beat.
                         next_beat = Instant::now();
                         self.ctx.notices.send(Notice::Draining { running: self.busy, grace: self.grace });
@@ -486,6 +531,8 @@ impl Agent {
                 () = &mut kill, if !kill_seen => {
                     kill_seen = true;
                     claim = None;
+                    self.draining = true;
+                    self.give_back();
                     if !matches!(phase, Phase::Killing { .. }) {
                         phase = self.kill_all();
                     }
@@ -509,14 +556,14 @@ impl Agent {
         Ok(())
     }
 
-    /// A claim for up to `max` tasks, after `delay`; with how long the
-    /// server took to answer.
-    fn claim(&self, max: u32, delay: Duration) -> Boxed<ClaimAnswer> {
+    /// A claim, after `delay`; with how long the server took to answer.
+    fn claim(&self, want: Want, delay: Duration) -> Boxed<ClaimAnswer> {
         let ctx = Arc::clone(&self.ctx);
         let body = Claim {
             agent_id: ctx.agent_id.borrow().clone(),
-            max,
+            max: want.max,
             wait_ms: Some(CLAIM_WAIT_MS),
+            ahead: want.ahead,
         };
         Box::pin(async move {
             if !delay.is_zero() {
@@ -530,13 +577,14 @@ impl Agent {
 
     fn heartbeat(&self) -> Boxed<Result<HeartbeatAck, ClientError>> {
         let ctx = Arc::clone(&self.ctx);
-        // Every attempt still held, also those whose result is on its way:
-        // the lease must outlive the delivery.
+        // Every attempt still held, also those whose result is on its way
+        // (the lease must outlive the delivery) and those claimed ahead.
         let running = self
             .held
             .iter()
             .filter(|(_, h)| *h.orders.borrow() != Order::Drop)
             .map(|(a, _)| a.clone())
+            .chain(self.queued.iter().map(|q| q.attempt.clone()))
             .collect();
         let body = Heartbeat {
             agent_id: ctx.agent_id.borrow().clone(),
@@ -596,31 +644,93 @@ impl Agent {
         }
     }
 
-    fn start(&mut self, assigned: Assigned) {
-        let attempt = assigned.attempt.clone();
-        if self.held.contains_key(&attempt) {
-            // Sent twice (an answer lost and given again): it runs already.
-            return;
+    /// Starts attempts claimed ahead while slots are free.
+    fn start_queued(&mut self) {
+        while self.busy < self.slots
+            && let Some(assigned) = self.queued.pop_front()
+        {
+            let ctx = Arc::clone(&self.ctx);
+            self.spawn(assigned, true, |assigned, orders| {
+                Box::pin(task::execute(ctx, assigned, orders))
+            });
         }
+    }
+
+    /// Runs `work` for the attempt in a task of its own. When it `runs` a
+    /// process, the attempt holds a slot until it says it exited.
+    fn spawn(
+        &mut self,
+        assigned: Assigned,
+        runs: bool,
+        work: impl FnOnce(Assigned, Orders) -> Boxed<AttemptRef>,
+    ) {
+        let attempt = assigned.attempt.clone();
         let orders: Orders = Arc::new(watch::channel(Order::Run).0);
-        let handle = self.tasks.spawn(task::execute(
-            Arc::clone(&self.ctx),
-            assigned,
-            Arc::clone(&orders),
-        ));
+        let handle = self.tasks.spawn(work(assigned, Arc::clone(&orders)));
         self.ids.insert(handle.id(), attempt.clone());
         self.held.insert(
             attempt,
             Held {
                 orders,
-                exited: false,
+                exited: !runs,
             },
         );
-        self.busy += 1;
+        if runs {
+            self.busy += 1;
+        }
+    }
+
+    /// Takes what a claim brought. An attempt sent twice (an answer lost
+    /// and given again) is held already.
+    fn take(&mut self, tasks: Vec<Assigned>) {
+        for assigned in tasks {
+            if !self.held.contains_key(&assigned.attempt)
+                && self.queued_at(&assigned.attempt).is_none()
+            {
+                self.queued.push_back(assigned);
+            }
+        }
+    }
+
+    /// Ends an attempt claimed ahead without running it: `exit` is what
+    /// the server hears.
+    fn end_queued(&mut self, at: usize, exit: wire::Exit) {
+        let Some(assigned) = self.queued.remove(at) else {
+            return;
+        };
+        let ctx = Arc::clone(&self.ctx);
+        self.spawn(assigned, false, |assigned, orders| {
+            Box::pin(task::never_run(ctx, assigned.attempt, exit, orders))
+        });
+    }
+
+    /// Shutting down: attempts claimed ahead go back to the server, to run
+    /// elsewhere without counting against their retries.
+    fn give_back(&mut self) {
+        while !self.queued.is_empty() {
+            let exit = wire::Exit {
+                interrupted: Some(format!(
+                    "agent `{}` stopped before starting it",
+                    self.register.name
+                )),
+                ..wire::Exit::default()
+            };
+            self.end_queued(0, exit);
+        }
+    }
+
+    fn queued_at(&self, attempt: &AttemptRef) -> Option<usize> {
+        self.queued.iter().position(|q| &q.attempt == attempt)
     }
 
     fn kill_order(&mut self, order: &Kill) {
-        if let Some(held) = self.held.get(&order.attempt) {
+        if let Some(at) = self.queued_at(&order.attempt) {
+            let exit = wire::Exit {
+                error: Some("stopped before it started".into()),
+                ..wire::Exit::default()
+            };
+            self.end_queued(at, exit);
+        } else if let Some(held) = self.held.get(&order.attempt) {
             let how = if order.force {
                 Order::Kill
             } else {
@@ -632,7 +742,9 @@ impl Agent {
 
     /// The server says the attempt is no longer this agent's.
     fn drop_attempt(&mut self, attempt: &AttemptRef) {
-        if let Some(held) = self.held.get(attempt)
+        if let Some(at) = self.queued_at(attempt) {
+            self.queued.remove(at);
+        } else if let Some(held) = self.held.get(attempt)
             && escalate(&held.orders, Order::Drop)
         {
             self.ctx.notices.send(Notice::Dropped {
@@ -681,7 +793,7 @@ impl Agent {
             .notices
             .send(Notice::Killing { running: self.busy });
         for held in self.held.values() {
-            escalate(&held.orders, Order::Kill);
+            escalate(&held.orders, Order::Halt);
         }
         Phase::Killing {
             until: Instant::now() + self.grace,

@@ -6,17 +6,20 @@
 //! more about it). The task itself escalates to drop when the server
 //! answers one of its messages with 409.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ganger_api::agent::{self as wire, Assigned, AttemptRef, Finished, LogChunk, Started};
+use ganger_api::agent::{
+    self as wire, Assigned, AttemptRef, Finished, LogChunk, Progress as WireProgress, Started,
+};
 use ganger_core::run::{Exit, TaskSpec};
 use ganger_executor::{KillMode, LogLine, LogSink};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::attempt::{self, Ended, Settings};
+use crate::attempt::{self, Ended, Listeners, Settings};
 use crate::backoff::Backoff;
 use crate::client::{Client, ClientError};
 use crate::notice::{Notice, Notices};
@@ -71,6 +74,9 @@ pub(crate) enum Order {
     Stop,
     /// SIGKILL now; the result is still delivered.
     Kill,
+    /// The agent stops: SIGKILL now, and the result says the attempt was
+    /// interrupted, so it runs again elsewhere without using a retry.
+    Halt,
     /// SIGKILL now and forget it: it is no longer this agent's.
     Drop,
 }
@@ -109,6 +115,17 @@ pub(crate) async fn execute(ctx: Arc<Ctx>, assigned: Assigned, orders: Orders) -
         // not fill its disk with them.
         let _ = tokio::fs::remove_file(log).await;
     }
+    attempt
+}
+
+/// Delivers the end of an attempt claimed ahead that never ran.
+pub(crate) async fn never_run(
+    ctx: Arc<Ctx>,
+    attempt: AttemptRef,
+    exit: wire::Exit,
+    orders: Orders,
+) -> AttemptRef {
+    deliver_result(&ctx, &attempt, exit, BTreeMap::new(), &orders).await;
     attempt
 }
 
@@ -158,12 +175,29 @@ async fn supervise(
     let sink = Arc::new(Wake(Arc::clone(&lines)));
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let (ended_tx, ended_rx) = watch::channel(false);
+    // Only the latest progress matters: a burst is sent as its last value.
+    let (progress_tx, progress_rx) = watch::channel(None);
+    let listeners = Listeners {
+        lines: sink,
+        progress: Arc::new(move |p| {
+            progress_tx.send_replace(Some(p));
+        }),
+    };
 
     let process = async {
         let started = move || {
             let _ = started_tx.send(());
         };
-        let ended = attempt::run(spec, workdir, &ctx.settings, sink, kill_rx, started).await;
+        let ended = attempt::run(
+            spec,
+            &attempt.run_id,
+            workdir,
+            &ctx.settings,
+            listeners,
+            kill_rx,
+            started,
+        )
+        .await;
         let _ = ctx.progress.send(Progress::Exited(attempt.clone()));
         let _ = ended_tx.send(true);
         ended
@@ -174,15 +208,22 @@ async fn supervise(
             report_started(ctx, attempt, orders).await;
         }
     };
-    let (ended, (), (), shipped) = tokio::join!(
+    let (ended, (), (), (), shipped) = tokio::join!(
         process,
         carry_out(orders, &kill_tx, ended_rx.clone()),
         started,
+        report_progress(ctx, attempt, progress_rx, ended_rx.clone(), orders),
         ship_log(ctx, attempt, log.clone(), &lines, ended_rx, orders),
     );
-    if *orders.borrow() == Order::Drop {
-        return (None, None);
-    }
+    let ended = match *orders.borrow() {
+        Order::Drop => return (None, None),
+        // Killed because the agent stops, not for anything the task did.
+        Order::Halt if matches!(ended.exit, Exit::Signal(_)) => Ended {
+            exit: Exit::Interrupted("the agent stopped while it ran".into()),
+            ..ended
+        },
+        _ => ended,
+    };
     (Some(ended), shipped.then_some(log))
 }
 
@@ -206,7 +247,7 @@ async fn carry_out(
         let mode = match *rx.borrow_and_update() {
             Order::Run => None,
             Order::Stop => Some(KillMode::Graceful),
-            Order::Kill | Order::Drop => Some(KillMode::Immediate),
+            Order::Kill | Order::Halt | Order::Drop => Some(KillMode::Immediate),
         };
         if mode.is_some() {
             kill.send_if_modified(|current| std::mem::replace(current, mode) != mode);
@@ -230,6 +271,45 @@ async fn report_started(ctx: &Ctx, attempt: &AttemptRef, orders: &Orders) {
             "{}: the server did not take the news that it started: {e}",
             describe(attempt)
         ))),
+    }
+}
+
+/// Sends the task's progress to the server while the process runs, the
+/// latest value each time (a value that changes while one is on its way
+/// is sent next).
+async fn report_progress(
+    ctx: &Ctx,
+    attempt: &AttemptRef,
+    mut progress: watch::Receiver<Option<f64>>,
+    mut ended: watch::Receiver<bool>,
+    orders: &Orders,
+) {
+    loop {
+        tokio::select! {
+            changed = progress.changed() => if changed.is_err() { return },
+            _ = ended.wait_for(|ended| *ended) => return,
+        }
+        let Some(value) = *progress.borrow_and_update() else {
+            continue;
+        };
+        let body = WireProgress {
+            agent_id: ctx.agent_id(),
+            attempt: attempt.clone(),
+            progress: value,
+        };
+        match unless_dropped(orders, deliver(ctx, || ctx.client.progress(&body))).await {
+            None => return,
+            Some(Ok(())) => {}
+            Some(Err(ClientError::Stale(reason))) => {
+                return drop_attempt(ctx, attempt, orders, reason);
+            }
+            // Progress is for people: one that does not get through is
+            // not worth holding the attempt for.
+            Some(Err(e)) => ctx.notices.send(Notice::Warning(format!(
+                "{}: the server did not take its progress: {e}",
+                describe(attempt)
+            ))),
+        }
     }
 }
 
@@ -294,11 +374,23 @@ async fn report(ctx: &Ctx, attempt: &AttemptRef, ended: Ended, orders: &Orders) 
         ctx.notices
             .send(Notice::Warning(format!("{}: {warning}", describe(attempt))));
     }
+    deliver_result(ctx, attempt, wire_exit(ended.exit), ended.outputs, orders).await
+}
+
+/// Sends the result until the server takes or refuses it. True when it
+/// took it.
+async fn deliver_result(
+    ctx: &Ctx,
+    attempt: &AttemptRef,
+    exit: wire::Exit,
+    outputs: BTreeMap<String, String>,
+    orders: &Orders,
+) -> bool {
     let body = Finished {
         agent_id: ctx.agent_id(),
         attempt: attempt.clone(),
-        exit: wire_exit(ended.exit),
-        outputs: ended.outputs,
+        exit,
+        outputs,
     };
     match unless_dropped(orders, deliver(ctx, || ctx.client.finished(&body))).await {
         None => false,
@@ -383,10 +475,13 @@ pub(crate) fn wire_exit(exit: Exit) -> wire::Exit {
             ..wire::Exit::default()
         },
         Exit::Error(message) => error(message),
-        // The scheduler's verdicts, never what an agent observes; said as
-        // errors should a runner ever return them.
+        Exit::Interrupted(reason) => wire::Exit {
+            interrupted: Some(reason),
+            ..wire::Exit::default()
+        },
+        // The scheduler's verdict, never what an agent observes; said as
+        // an error should a runner ever return it.
         Exit::Lost => error("the attempt was lost".into()),
-        Exit::Interrupted(reason) => error(format!("interrupted: {reason}")),
     }
 }
 
@@ -425,10 +520,15 @@ mod tests {
                 ..Default::default()
             }
         );
-        for exit in [Exit::Lost, Exit::Interrupted("restart".into())] {
-            let w = wire_exit(exit);
-            assert!(w.code.is_none() && w.signal.is_none() && w.error.is_some());
-        }
+        assert_eq!(
+            wire_exit(Exit::Interrupted("agent stopped".into())),
+            wire::Exit {
+                interrupted: Some("agent stopped".into()),
+                ..Default::default()
+            }
+        );
+        let w = wire_exit(Exit::Lost);
+        assert!(w.code.is_none() && w.signal.is_none() && w.error.is_some());
     }
 
     #[test]

@@ -36,6 +36,7 @@ struct Fake {
     results: Vec<Finished>,
     /// The attempts listed by the last heartbeat.
     last_running: Option<Vec<AttemptRef>>,
+    claims: Vec<Claim>,
 
     to_assign: VecDeque<Assigned>,
     kills: Vec<Kill>,
@@ -85,6 +86,7 @@ async fn register(State(s): State<Shared>, bytes: Bytes) -> Answer {
 
 async fn claim(State(s): State<Shared>, bytes: Bytes) -> Answer {
     let claim: Claim = body(&bytes);
+    s.lock().unwrap().claims.push(claim.clone());
     let start = Instant::now();
     // Holds the poll up to 2 s, as a real server would up to 30 s.
     loop {
@@ -228,32 +230,43 @@ impl Harness {
     }
 
     fn assign(&self, run: &str, script: &str) -> AttemptRef {
-        let attempt = AttemptRef {
-            run_id: run.into(),
-            task: 0,
-            phase: "main".into(),
-            attempt: 1,
-        };
-        let spec = TaskSpec {
-            task: 0,
-            name: "t".into(),
-            attempt: 1,
-            phase: Phase::Main,
-            executor: ExecSpec::Process {
-                script: script.into(),
-            },
-            env: vec![],
-            timeout: None,
-            tags: vec![],
-        };
-        self.fake.lock().unwrap().to_assign.push_back(Assigned {
-            attempt: attempt.clone(),
-            name: "t".into(),
-            spec: serde_json::to_value(spec).expect("encodes"),
-        });
+        let assigned = assignment(run, script);
+        let attempt = assigned.attempt.clone();
+        self.fake.lock().unwrap().to_assign.push_back(assigned);
         attempt
     }
+}
 
+fn assignment(run: &str, script: &str) -> Assigned {
+    let attempt = AttemptRef {
+        run_id: run.into(),
+        task: 0,
+        phase: "main".into(),
+        attempt: 1,
+    };
+    let spec = TaskSpec {
+        task: 0,
+        name: "t".into(),
+        attempt: 1,
+        phase: Phase::Main,
+        executor: ExecSpec::Process {
+            script: script.into(),
+        },
+        env: vec![],
+        timeout: None,
+        tags: vec![],
+        params: Default::default(),
+        body: None,
+        resources: None,
+    };
+    Assigned {
+        attempt,
+        name: "t".into(),
+        spec: serde_json::to_value(spec).expect("encodes"),
+    }
+}
+
+impl Harness {
     /// Polls the fake's state until `done` holds.
     async fn until(&self, what: &str, done: impl Fn(&Fake) -> bool) {
         let start = Instant::now();
@@ -452,9 +465,86 @@ async fn shutdown_kills_what_outlives_the_grace_and_still_reports_it() {
     let f = fake.lock().unwrap();
     assert_eq!(f.results.len(), 1);
     assert_eq!(f.results[0].attempt, a);
-    assert_eq!(f.results[0].exit.signal, Some(9));
+    // Cut off by the agent's own stop, not by anything the task did: it
+    // runs again elsewhere without using a retry.
+    assert!(
+        f.results[0].exit.interrupted.is_some(),
+        "{:?}",
+        f.results[0]
+    );
     assert!(log_text(&f, &a).contains("started"));
     assert!(f.deregistered);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_agent_claims_one_task_ahead_per_slot_and_gives_them_back_when_it_stops() {
+    let h = Harness::start(Fake::default(), Duration::from_millis(300)).await;
+    let running: Vec<AttemptRef> = ["r1", "r2"]
+        .iter()
+        .map(|run| h.assign(run, "exec sleep 100"))
+        .collect();
+    h.until("both slots running", |f| f.started.len() == 2)
+        .await;
+    let queued: Vec<AttemptRef> = ["r3", "r4", "r5"]
+        .iter()
+        .map(|run| h.assign(run, "echo never"))
+        .collect();
+    // Two slots: two tasks claimed ahead, the third stays with the server.
+    h.until("two tasks claimed ahead", |f| f.to_assign.len() == 1)
+        .await;
+    h.until("their leases renewed", |f| {
+        f.last_running.as_ref().is_some_and(|r| r.len() == 4)
+    })
+    .await;
+    let (fake, result) = h.stop().await;
+    result.expect("drains cleanly");
+    let f = fake.lock().unwrap();
+    let ahead: Vec<&Claim> = f.claims.iter().filter(|c| c.ahead).collect();
+    assert!(!ahead.is_empty(), "{:?}", f.claims);
+    assert!(ahead.iter().all(|c| c.max <= 2), "{:?}", f.claims);
+    assert!(
+        f.claims.iter().filter(|c| !c.ahead).all(|c| c.max <= 2),
+        "{:?}",
+        f.claims
+    );
+    assert_eq!(f.started, running, "what waited never started");
+    assert_eq!(f.results.len(), 4, "{:?}", f.results);
+    for r in &f.results {
+        assert!(r.exit.interrupted.is_some(), "{r:?}");
+        assert!(running.contains(&r.attempt) || queued[..2].contains(&r.attempt));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_claimed_ahead_starts_when_a_slot_frees() {
+    let h = Harness::start(Fake::default(), Duration::from_secs(5)).await;
+    let first = h.assign("r1", "exec sleep 100");
+    let second = h.assign("r2", "exec sleep 100");
+    h.until("both slots running", |f| f.started.len() == 2)
+        .await;
+    let next = h.assign("r3", "echo third");
+    h.until("the third task claimed ahead", |f| f.to_assign.is_empty())
+        .await;
+    assert_eq!(h.fake.lock().unwrap().started.len(), 2, "no slot is free");
+    h.fake.lock().unwrap().kills.push(Kill {
+        attempt: first.clone(),
+        force: true,
+    });
+    h.until("the third task's result", |f| {
+        f.results.iter().any(|r| r.attempt == next)
+    })
+    .await;
+    h.fake.lock().unwrap().kills.push(Kill {
+        attempt: second,
+        force: true,
+    });
+    h.until("all results", |f| f.results.len() == 3).await;
+    let (fake, result) = h.stop().await;
+    result.expect("drains cleanly");
+    let f = fake.lock().unwrap();
+    let third = f.results.iter().find(|r| r.attempt == next).expect("there");
+    assert_eq!(third.exit.code, Some(0), "{third:?}");
+    assert!(log_text(&f, &next).contains("third"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -227,6 +227,10 @@ pub struct AttemptView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// How far along the task last said it was, from 0.0 to 1.0 (through
+    /// its job endpoint, `$GANGER_JOB_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -320,6 +324,12 @@ pub mod agent {
         pub max: u32,
         #[serde(default)]
         pub wait_ms: Option<u64>,
+        /// The agent's slots are all busy: what this claim gets waits there
+        /// for a slot to free. The server serves such claims only after
+        /// those of agents with free slots, so work is claimed ahead without
+        /// keeping it from an idle agent.
+        #[serde(default)]
+        pub ahead: bool,
     }
 
     /// One task attempt: its identity and fencing token. Every message
@@ -396,6 +406,17 @@ pub mod agent {
         pub attempt: AttemptRef,
     }
 
+    /// `POST /api/v1/agent/progress`: how far along the attempt says it is
+    /// (0.0 to 1.0), as its task told the agent's job endpoint. Shown to
+    /// people; it changes no scheduling.
+    #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Progress {
+        pub agent_id: String,
+        pub attempt: AttemptRef,
+        pub progress: f64,
+    }
+
     /// `POST /api/v1/agent/logs`: output of an attempt, as stored lines
     /// (`<RFC 3339 time> <out|err> <text>\n`). `offset` is where `data`
     /// starts in the attempt's log: a resent chunk overlapping what is
@@ -426,6 +447,10 @@ pub mod agent {
         /// It could not be started or run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub error: Option<String>,
+        /// The agent cut it off for reasons of its own (it was stopped):
+        /// the attempt runs again without using the task's retry budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub interrupted: Option<String>,
     }
 
     /// `POST /api/v1/agent/result`: the attempt ended.

@@ -49,6 +49,11 @@ pub struct AgentArgs {
     /// env: GANGER_AGENT_WORKDIR; default: ./ganger-agent].
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
+    /// The bridge network docker tasks join unless they name one; created
+    /// at start [config: agent.docker_network; env:
+    /// GANGER_AGENT_DOCKER_NETWORK; default: ganger].
+    #[arg(long, value_name = "NAME")]
+    docker_network: Option<String>,
     /// On shutdown, how long running tasks get to finish; also the time
     /// between SIGTERM and SIGKILL when a task is stopped [default: 10s].
     #[arg(long, value_name = "DURATION", value_parser = duration)]
@@ -86,6 +91,8 @@ fn configure(args: AgentArgs) -> Result<AgentConfig> {
     c.slots.flag("--slots", args.slots);
     c.name.flag("--name", args.name.map(Some));
     c.workdir.flag("--workdir", args.workdir.map(Some));
+    c.docker_network
+        .flag("--docker-network", args.docker_network);
 
     if c.server.value.is_empty() {
         bail!(
@@ -131,6 +138,7 @@ fn configure(args: AgentArgs) -> Result<AgentConfig> {
         slots: c.slots.value,
         workdir,
         grace: args.grace.unwrap_or(ganger_agent::remote::DEFAULT_GRACE),
+        docker_network: c.docker_network.value,
         ..AgentConfig::new(servers, token, name)
     })
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use ganger_agent::DEFAULT_NETWORK;
 use ganger_core::units::{format_duration, parse_duration, parse_size};
 use serde::Deserialize;
 use toml::{Spanned, Value};
@@ -71,7 +72,6 @@ pub struct Config {
     /// The file read, if any.
     pub file: Option<PathBuf>,
     pub server: ServerConfig,
-    #[allow(dead_code, reason = "read by `ganger agent`, which is not built yet")]
     pub agent: AgentConfig,
 }
 
@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub local_agent: Setting<bool>,
     /// Slots of the in-process agent.
     pub slots: Setting<u32>,
+    /// The bridge network the in-process agent's containers join.
+    pub docker_network: Setting<String>,
 }
 
 impl ServerConfig {
@@ -120,10 +122,8 @@ impl ServerConfig {
     }
 }
 
-/// `[agent]`: read and checked now so a typo fails early; `ganger agent`
-/// (a later issue) uses it.
+/// `[agent]`: what `ganger agent` is told by file and environment.
 #[derive(Clone, Debug)]
-#[allow(dead_code, reason = "read by `ganger agent`, which is not built yet")]
 pub struct AgentConfig {
     /// Server URLs (one, or several for failover).
     pub server: Setting<Vec<String>>,
@@ -133,6 +133,8 @@ pub struct AgentConfig {
     pub labels: Setting<Vec<String>>,
     pub slots: Setting<u32>,
     pub workdir: Setting<Option<PathBuf>>,
+    /// The bridge network the agent's containers join.
+    pub docker_network: Setting<String>,
 }
 
 // ------------------------------------------------------------- loading
@@ -226,6 +228,7 @@ struct RawSection {
     log_cap: Option<Spanned<Value>>,
     local_agent: Option<Spanned<Value>>,
     slots: Option<Spanned<Value>>,
+    docker_network: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +240,7 @@ struct RawAgent {
     labels: Option<Spanned<Value>>,
     slots: Option<Spanned<Value>>,
     workdir: Option<Spanned<Value>>,
+    docker_network: Option<Spanned<Value>>,
 }
 
 const SERVER_KEYS: &[&str] = &[
@@ -249,8 +253,17 @@ const SERVER_KEYS: &[&str] = &[
     "log_cap",
     "local_agent",
     "slots",
+    "docker_network",
 ];
-const AGENT_KEYS: &[&str] = &["server", "token", "name", "labels", "slots", "workdir"];
+const AGENT_KEYS: &[&str] = &[
+    "server",
+    "token",
+    "name",
+    "labels",
+    "slots",
+    "workdir",
+    "docker_network",
+];
 
 /// Builds the configuration from a file's text and an environment.
 fn parse(
@@ -294,6 +307,13 @@ fn parse(
         log_cap: layer.key("server", "log_cap", s.log_cap, Some(100 << 20), log_cap)?,
         local_agent: layer.key("server", "local_agent", s.local_agent, true, boolean)?,
         slots: layer.key("server", "slots", s.slots, cores.max(1), slots)?,
+        docker_network: layer.key(
+            "server",
+            "docker_network",
+            s.docker_network,
+            DEFAULT_NETWORK.into(),
+            network,
+        )?,
     };
     let a = raw.agent;
     let agent = AgentConfig {
@@ -305,6 +325,13 @@ fn parse(
         workdir: layer.key("agent", "workdir", a.workdir, None, |v| {
             optional_text(v).map(|t| t.map(PathBuf::from))
         })?,
+        docker_network: layer.key(
+            "agent",
+            "docker_network",
+            a.docker_network,
+            DEFAULT_NETWORK.into(),
+            network,
+        )?,
     };
     Ok(Config {
         file: file.map(|(p, _)| p.to_owned()),
@@ -477,6 +504,21 @@ fn slots(value: &Value) -> Result<u32, String> {
             "`{t}` is not a number of slots: write a whole number from 1"
         )),
     }
+}
+
+/// A Docker network name, as the engine accepts them.
+fn network(value: &Value) -> Result<String, String> {
+    let name = text(value)?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !ok {
+        return Err(format!(
+            "`{name}` is not a Docker network name: use letters, digits, `_`, `.` and `-`"
+        ));
+    }
+    Ok(name)
 }
 
 fn optional_text(value: &Value) -> Result<Option<String>, String> {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use ganger_agent::{DEFAULT_NETWORK, Docker};
+use ganger_core::model::Executor;
 use ganger_core::params::resolve_params;
 use ganger_core::run::{RunState, RunStatus};
 use ganger_core::units::parse_duration;
@@ -47,8 +49,8 @@ fn unsupported(job: &ganger_core::model::Job) -> Vec<String> {
     job.tasks
         .iter()
         .flat_map(|t| {
-            let executor = (!matches!(t.executor, ganger_core::model::Executor::Process)).then(|| {
-                format!("task `{}` uses executor `{}`; this version of ganger runs only `process` tasks", t.name, t.executor.name())
+            let executor = matches!(t.executor, Executor::Http(_) | Executor::Job(_)).then(|| {
+                format!("task `{}` uses executor `{}`; this version of ganger runs only `process` and `docker` tasks", t.name, t.executor.name())
             });
             let fan_out = t.for_each.is_some().then(|| format!("task `{}` uses `for_each`, which this version of ganger cannot run yet", t.name));
             executor.into_iter().chain(fan_out)
@@ -113,12 +115,39 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let docker = match job
+        .tasks
+        .iter()
+        .find(|t| matches!(t.executor, Executor::Docker(_)))
+    {
+        None => None,
+        Some(task) => {
+            // Containers are labelled with this run, so they are told
+            // from those of other runs on the same engine.
+            let owner = format!("ganger-run-{id}");
+            match runtime.block_on(Docker::connect(DEFAULT_NETWORK, &owner)) {
+                Ok((docker, _)) => Some(docker),
+                Err(e) => {
+                    eprintln!(
+                        "error: task `{}` uses executor `docker`, but {e}",
+                        task.name
+                    );
+                    return Ok(exit::INVALID);
+                }
+            }
+        }
+    };
     let config = LocalConfig {
         slots,
         workdir: Workdir::new(root.clone()),
         kill_grace: args.grace,
         log_cap: Some(LOG_CAP),
         base_env: std::env::vars().collect(),
+        docker,
     };
     let run = RunState::new(id, Arc::new(job), params, jiff::Timestamp::now());
 
@@ -128,10 +157,6 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
         Target::Stdout
     };
     let live = !args.json && std::io::stdout().is_terminal();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let finished = runtime.block_on(async move {
         let (control_tx, control_rx) = mpsc::channel(4);
         // Installed before any task starts, so no signal finds the default

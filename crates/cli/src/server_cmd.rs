@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use ganger_agent::Docker;
 use ganger_core::units::format_duration;
 use ganger_engine::{Engine, EngineConfig};
 use ganger_server::token::{self, Role};
@@ -121,6 +122,31 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The Docker engine of the in-process agent, when there is one and it
+/// answers. Without it the server still runs; docker tasks wait for a
+/// remote agent that has Docker, and say so.
+async fn local_docker(config: &ServerConfig) -> Option<Docker> {
+    if !config.local_agent.value {
+        return None;
+    }
+    // Containers a server on this data directory left when it died carry
+    // this owner, and go now.
+    let data = std::path::absolute(&config.data.value).unwrap_or(config.data.value.clone());
+    let owner = format!("server:{}", data.display());
+    match Docker::connect(&config.docker_network.value, &owner).await {
+        Ok((docker, removed)) => {
+            if removed > 0 {
+                eprintln!("ganger server: removed {removed} container(s) a server that died left");
+            }
+            Some(docker)
+        }
+        Err(e) => {
+            eprintln!("ganger server: the in-process agent runs no docker tasks: {e}");
+            None
+        }
+    }
+}
+
 async fn serve(config: ServerConfig) -> Result<u8> {
     let data = &config.data.value;
     std::fs::create_dir_all(data).with_context(|| {
@@ -153,6 +179,7 @@ async fn serve(config: ServerConfig) -> Result<u8> {
     let store = open_store(&config).await?;
     ensure_admin_token(&store, data).await?;
     let grace = config.grace.value;
+    let docker = local_docker(&config).await;
     let engine = Engine::open(
         Arc::new(store),
         EngineConfig {
@@ -163,6 +190,7 @@ async fn serve(config: ServerConfig) -> Result<u8> {
             log_cap: config.log_cap.value,
             local_slots: config.local_agent.value.then_some(config.slots.value),
             base_env: std::env::vars().collect(),
+            docker,
         },
     )
     .await

@@ -16,8 +16,10 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::DEADLINE;
+use common::agent::{Agent, agent_command, agent_token, token};
+use common::process::{poll_until, process_gone, read_pid, wait_for};
 use common::server::Server;
-use common::{DEADLINE, Output, Running};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -29,120 +31,6 @@ const SHORT_LEASE: [(&str, &str); 2] = [
 ];
 /// [`SHORT_LEASE`]'s lease.
 const LEASE: Duration = Duration::from_secs(2);
-
-/// A `ganger agent` of one test, stopped (SIGTERM, bounded) when dropped.
-struct Agent {
-    running: Option<Running>,
-}
-
-impl Agent {
-    /// An agent with two slots, registered.
-    fn start(server: &Server, token: &str, name: &str, labels: &[&str]) -> Agent {
-        Agent::start_slots(server, token, name, labels, 2)
-    }
-
-    fn start_slots(server: &Server, token: &str, name: &str, labels: &[&str], slots: u32) -> Agent {
-        let mut cmd = agent_command_slots(server, token, name, slots);
-        for label in labels {
-            cmd.args(["--label", label]);
-        }
-        let mut running = common::spawn(cmd);
-        running.wait_for_output(&format!(
-            "ganger agent {name} registered with {}",
-            server.addr
-        ));
-        Agent {
-            running: Some(running),
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let running = self.running.as_ref().expect("running");
-        kill(Pid::from_raw(running.pid()), signal).expect("signal the agent");
-    }
-
-    fn wait_for_output(&mut self, text: &str) {
-        self.running
-            .as_mut()
-            .expect("running")
-            .wait_for_output(text);
-    }
-
-    /// Waits for the agent to exit (up to the deadline).
-    fn wait(mut self) -> Output {
-        self.running.take().expect("running").wait()
-    }
-
-    /// Whether the agent process is still there (it did not exit).
-    fn alive(&mut self) -> bool {
-        let running = self.running.as_mut().expect("running");
-        matches!(running.child.try_wait(), Ok(None))
-    }
-
-    /// Stops the agent (SIGCONT in case it was stopped, then SIGTERM) and
-    /// returns what it printed.
-    fn stop(mut self) -> Output {
-        let running = self.running.take().expect("running");
-        let pid = Pid::from_raw(running.pid());
-        let _ = kill(pid, Signal::SIGCONT);
-        let _ = kill(pid, Signal::SIGTERM);
-        running.wait()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let Some(mut running) = self.running.take() else {
-            return;
-        };
-        // A stopped agent would not see the SIGTERM.
-        let _ = kill(Pid::from_raw(running.pid()), Signal::SIGCONT);
-        let _ = kill(Pid::from_raw(running.pid()), Signal::SIGTERM);
-        let start = Instant::now();
-        while matches!(running.child.try_wait(), Ok(None)) {
-            if start.elapsed() > DEADLINE {
-                let _ = running.child.kill();
-                break;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn agent_command(server: &Server, token: &str, name: &str) -> std::process::Command {
-    agent_command_slots(server, token, name, 2)
-}
-
-fn agent_command_slots(
-    server: &Server,
-    token: &str,
-    name: &str,
-    slots: u32,
-) -> std::process::Command {
-    let mut cmd = common::ganger();
-    let slots = slots.to_string();
-    cmd.args(["agent", "--server", &server.addr, "--name", name])
-        .args(["--slots", &slots, "--grace", "30s"])
-        .arg("--workdir")
-        .arg(server.tmp.path().join(format!("agent-{name}")))
-        .env("GANGER_AGENT_TOKEN", token)
-        .current_dir(server.tmp.path());
-    cmd
-}
-
-fn agent_token(server: &Server) -> String {
-    token(server, "agent")
-}
-
-/// A new token of `role`, made on the server's data directory.
-fn token(server: &Server, role: &str) -> String {
-    let data = server.tmp.path().join("data");
-    let data = data.to_str().expect("utf-8 path");
-    server
-        .ok(&["token", "create", "--role", role, "--data", data])
-        .trim()
-        .to_owned()
-}
 
 /// The agent named on the last attempt of `task` in a `status --json`.
 fn agent_of<'a>(run: &'a Value, task: &str) -> &'a str {
@@ -283,18 +171,6 @@ fn a_refused_token_stops_the_agent_with_exit_2() {
     assert!(out.stderr.contains("token"), "{out}");
 }
 
-fn wait_for(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{} did not appear within {DEADLINE:?}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn an_agent_killed_mid_task_loses_it_and_another_agent_runs_the_retry() {
     let server = Server::start_with(&SHORT_LEASE);
@@ -393,37 +269,6 @@ fn poll_status(
 }
 
 /// Polls `check` until it holds, failing after `within` with `what`.
-fn poll_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The pid a task script wrote (atomically, by rename) into `path`.
-fn read_pid(path: &Path) -> i32 {
-    wait_for(path);
-    let text = std::fs::read_to_string(path).expect("read pid file");
-    text.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{} holds no pid ({e}): {text:?}", path.display()))
-}
-
-/// The state letter of a process (`R`, `S`, `Z`, …), or None when it is
-/// gone from /proc.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold anything.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().next()?.chars().next()
-}
-
-/// A process that runs no code any more: gone, or a zombie.
-fn process_gone(pid: i32) -> bool {
-    matches!(proc_state(pid), None | Some('Z' | 'X'))
-}
-
 /// Polls a task's log (`ganger logs RUN TASK`) until it contains `text`.
 fn wait_for_log(server: &Server, id: &str, task: &str, text: &str) {
     let mut last = String::new();
@@ -1318,9 +1163,13 @@ jobs:
     let first = read_pid(&dir.join("first.pid"));
     one.signal(Signal::SIGKILL);
     let _ = one.running.take().expect("running").wait();
-    // The orphaned process is not what this test is about.
-    let _ = kill(Pid::from_raw(first), Signal::SIGKILL);
+    assert!(!process_gone(first), "a task outlives its SIGKILLed agent");
     let one_again = Agent::start_slots(&server, &token, "one", &["pool=again"], 1);
+    // The agent started on the same workdir kills what its predecessor
+    // left running before it takes work.
+    poll_until("the orphaned task process is killed", DEADLINE, || {
+        process_gone(first)
+    });
     // Lost after a lease (plus the reaper's second), then retried.
     let result = poll_status(&server, &id, LEASE * 10, finished);
     let out = one_again.stop();

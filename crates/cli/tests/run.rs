@@ -1008,7 +1008,7 @@ fn executors_this_version_cannot_run_are_refused_before_anything_runs() {
     assert!(
         run.out
             .stderr
-            .contains("task `package` uses executor `docker`"),
+            .contains("task `package` uses executor `http`"),
         "\n{run}"
     );
     assert!(!run.dir().join("ran").exists(), "a task ran\n{run}");

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
+use common::process::{poll_until, process_gone, read_pid};
 use common::server::Server;
 use serde_json::{Value, json};
 
@@ -268,11 +269,7 @@ jobs:
     ));
     let id = api.submit(json!({"job": "stoppable"}));
     api.wait(&id, "working", |_| dir.join("working").exists());
-    let child: i32 = std::fs::read_to_string(dir.join("child.pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let child = read_pid(&dir.join("child.pid"));
     let (status, v) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({}));
     assert_eq!(status, 200, "{v}");
     let run = api.wait_status(&id, "cancelled");
@@ -282,16 +279,48 @@ jobs:
     assert!(dir.join("cleaned").exists());
     // The task's own child is gone too (its process group was killed). A
     // zombie waiting for this machine's init to reap it counts as gone.
-    let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-    let alive = state
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
     assert!(
-        !alive,
-        "the task's child process {child} survived the cancel: {state}"
+        process_gone(child),
+        "the task's child process {child} survived the cancel"
     );
     let (status, v) = api.post(&format!("/api/v1/runs/{id}/cancel"), json!({}));
     assert_eq!(status, 409, "cancelling a finished run: {v}");
+}
+
+#[test]
+fn a_server_killed_with_tasks_running_kills_them_when_it_starts_again() {
+    let mut server = Server::start();
+    let dir = server.dir();
+    let d = dir.display();
+    server.apply(
+        "orphan.yml",
+        &format!(
+            r#"
+jobs:
+  orphan:
+    tasks:
+      work:
+        run: |
+          if [ ! -e "{d}/child.pid" ]; then
+            sleep 300 &
+            echo $! > "{d}/child.tmp" && mv "{d}/child.tmp" "{d}/child.pid"
+            wait
+          fi
+          echo "ran again after the restart"
+"#
+        ),
+    );
+    let id = server.submit(&["orphan"]);
+    let child = read_pid(&dir.join("child.pid"));
+    server.kill9();
+    assert!(!process_gone(child), "a task outlives its SIGKILLed server");
+    server.restart();
+    // The restarted server kills it before running the task again.
+    poll_until("the orphaned task process is killed", DEADLINE, || {
+        process_gone(child)
+    });
+    let run = server.wait_status(&id, "finished", |r| r["status"] != "running");
+    assert_eq!(run["status"], "succeeded", "{run:#}");
 }
 
 #[test]

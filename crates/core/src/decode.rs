@@ -268,7 +268,7 @@ pub(crate) fn string_map(
     out
 }
 
-/// Converts a node to JSON text (the `json:` body of an HTTP task).
+/// Converts a node to JSON (a task's `body`, an http call's `json`).
 pub(crate) fn to_json(node: &Node) -> serde_json::Value {
     match &node.kind {
         NodeKind::Null => serde_json::Value::Null,

@@ -172,7 +172,7 @@ pub struct Need {
     pub conditions: Vec<Condition>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     pub cpu: Option<f64>,
     pub memory: Option<u64>,
@@ -267,4 +267,8 @@ pub struct Task {
     /// declared branch, so such an exit does not fail the run.
     pub routed_exit_codes: BTreeSet<i32>,
     pub for_each: Option<String>,
+    /// Free-form data for the task's job endpoint (`GET $GANGER_JOB_URL`
+    /// answers it as `body`): any YAML value, kept as JSON, whose strings
+    /// are text templates.
+    pub body: Option<serde_json::Value>,
 }

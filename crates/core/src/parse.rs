@@ -793,7 +793,22 @@ fn task(
         });
         Some(s)
     });
+    let body = f
+        .take("body")
+        .map(|n| json_value(sink, n, &f.child("body"), id, &mut templates));
     let executor = executor(sink, &mut f, pos, run.is_some(), id, &mut templates);
+    if body.is_some()
+        && let Executor::Http(_) | Executor::Job(_) = executor
+    {
+        sink.err(
+            f.key_pos("body").unwrap_or(pos),
+            &f.child("body"),
+            format!(
+                "`body` is what a task reads from its job endpoint ($GANGER_JOB_URL), which only process and docker tasks have; executor `{}` has none (an http call sends `http.json` or `http.body`)",
+                executor.name()
+            ),
+        );
+    }
     f.finish(sink);
     Some(RawTask {
         task: Task {
@@ -814,6 +829,7 @@ fn task(
             always,
             routed_exit_codes,
             for_each,
+            body,
         },
         needs: need_list,
         routes,
@@ -1194,7 +1210,9 @@ fn http(
                 .collect()
         })
         .unwrap_or_default();
-    let json = f.take("json").map(|n| decode::to_json(n).to_string());
+    let json = f
+        .take("json")
+        .map(|n| json_value(sink, n, &f.child("json"), id, templates).to_string());
     let body = f
         .take("body")
         .and_then(|n| decode::string(sink, n, &f.child("body")));
@@ -1217,6 +1235,65 @@ fn http(
         body,
         timeout,
     })
+}
+
+/// A free-form JSON value (a task's `body`, an http call's `json`): the
+/// YAML as [`decode::to_json`] reads it, each string a text template,
+/// checked with the task's other templates at the string's own position.
+fn json_value(
+    sink: &mut Sink,
+    node: &Node,
+    path: &str,
+    id: TaskId,
+    templates: &mut Vec<TemplateUse>,
+) -> serde_json::Value {
+    fn walk(
+        sink: &mut Sink,
+        node: &Node,
+        path: &str,
+        id: TaskId,
+        templates: &mut Vec<TemplateUse>,
+    ) {
+        match &node.kind {
+            NodeKind::Null => {}
+            NodeKind::Scalar { value, block } => {
+                if template::is_template(value) && decode::to_json(node).is_string() {
+                    templates.push(TemplateUse {
+                        flavor: Flavor::Text,
+                        source: value.clone(),
+                        pos: node.pos,
+                        block: *block,
+                        path: path.to_owned(),
+                        task: Some(id),
+                        reads_self: false,
+                        env_value: false,
+                    });
+                }
+            }
+            NodeKind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(sink, item, &index(path, i), id, templates);
+                }
+            }
+            NodeKind::Map(pairs) => {
+                for (key, value) in pairs {
+                    match key.as_str() {
+                        Some(name) => walk(sink, value, &join(path, name), id, templates),
+                        None => sink.err(
+                            key.pos,
+                            path,
+                            format!(
+                                "keys must be strings (JSON has no other), found {}",
+                                key.kind_name()
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    walk(sink, node, path, id, templates);
+    decode::to_json(node)
 }
 
 /// Second pass: resolve names, apply routing sugar, reject cycles, check templates.
@@ -1569,6 +1646,50 @@ mod tests {
         let a = parse_job_file("a", flow).unwrap_or_else(|e| panic!("{e}"));
         let b = parse_job_file("b", block).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.jobs[0].source, b.jobs[0].source);
+    }
+
+    #[test]
+    fn a_task_body_is_any_value_with_templates_in_its_strings() {
+        let yaml = "jobs:\n j:\n  params: {n: {default: '1'}}\n  tasks:\n   a:\n    run: x\n    body:\n     size: 3\n     on: true\n     items: [a, '{{ params.n }}']\n     none: ~\n";
+        let file = parse_job_file("t.yml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            file.jobs[0].tasks[0].body,
+            Some(serde_json::json!({
+                "size": 3, "on": true, "items": ["a", "{{ params.n }}"], "none": null
+            }))
+        );
+        // Each string is checked where it stands, with its own key path.
+        let bad = "jobs:\n j:\n  tasks:\n   a:\n    run: x\n    body:\n     items: [a, '{{ params.nope }}']\n";
+        assert_eq!(
+            errors(bad),
+            vec![
+                "t.yml:7:17: jobs.j.tasks.a.body.items[1]: template uses undeclared param `nope` (declared: none)"
+            ]
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, body: {v: '{{ tasks.b.outputs.x }}'}}\n   b: {run: x}\n",
+            "task `b` is not upstream of `a`",
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, body: {v: '{{ params.x '}}\n",
+            "body.v: template does not compile",
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {body: {x: 1}, http: {url: 'http://x'}}\n",
+            "executor `http` has none",
+        );
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {run: x, body: {[1]: 2}}\n",
+            "keys must be strings",
+        );
+    }
+
+    #[test]
+    fn http_json_templates_are_checked() {
+        assert_error(
+            "jobs:\n j:\n  tasks:\n   a: {http: {url: 'http://x', method: POST, json: {v: '{{ params.nope }}'}}}\n",
+            "jobs.j.tasks.a.http.json.v: template uses undeclared param `nope`",
+        );
     }
 
     #[test]

@@ -100,7 +100,8 @@ fn environment(flavor: Flavor) -> &'static Environment<'static> {
     })
 }
 
-fn is_template(source: &str) -> bool {
+/// Whether `source` holds any Jinja syntax; anything else is plain text.
+pub(crate) fn is_template(source: &str) -> bool {
     source.contains("{{") || source.contains("{%") || source.contains("{##")
 }
 

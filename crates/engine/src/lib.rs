@@ -14,7 +14,7 @@ pub use ganger_agent::Workdir;
 pub use local::{Control, LocalConfig, run_local};
 pub use observer::Observer;
 pub use service::{
-    AgentReport, Assignment, Engine, EngineConfig, EngineError, KillOrder, LogEvent,
+    AgentReport, Assignment, Engine, EngineConfig, EngineError, KillOrder, LogEvent, Want,
 };
 
 /// A run id that sorts by creation time and is unique: a process-wide

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ganger_agent::Workdir;
 use ganger_agent::attempt::{self, Settings};
+use ganger_agent::{Docker, Workdir};
 use ganger_core::model::TaskId;
 use ganger_core::run::{Decision, Event, Exit, Phase, RunState, TaskSpec};
 use ganger_executor::{KillMode, LogLine, LogSink};
@@ -23,6 +23,8 @@ pub struct LocalConfig {
     pub log_cap: Option<u64>,
     /// The environment tasks start from (usually the caller's own).
     pub base_env: Vec<(String, String)>,
+    /// Where `executor: docker` tasks run; without it they fail.
+    pub docker: Option<Docker>,
 }
 
 /// What the loop says when a plain cancel arrives while compensation runs
@@ -43,6 +45,13 @@ enum Report {
         task: TaskId,
         attempt: u32,
         phase: Phase,
+    },
+    /// The task said how far along it is, through its job endpoint.
+    Progress {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        progress: f64,
     },
     Finished {
         task: TaskId,
@@ -85,7 +94,14 @@ pub async fn run_local(
     mut control: mpsc::Receiver<Control>,
 ) -> RunState {
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
-    let settings = Settings::new(config.kill_grace, config.log_cap, config.base_env.clone());
+    let mut settings = Settings::new(config.kill_grace, config.log_cap, config.base_env.clone());
+    if let Some(docker) = config.docker.clone() {
+        settings = settings.with_docker(docker);
+    }
+    if let Err(e) = settings.start_job_api().await {
+        // Only tasks that use it need it: they find no $GANGER_JOB_URL.
+        observer.notice(&format!("tasks get no job endpoint ($GANGER_JOB_URL): {e}"));
+    }
     let mut d = Driver {
         run,
         config,
@@ -110,6 +126,9 @@ pub async fn run_local(
             Some(report) = reports_rx.recv() => match report {
                 Report::Started { task, attempt, phase } => {
                     d.apply(Event::TaskStarted { task, attempt, phase, agent: None });
+                }
+                Report::Progress { task, attempt, phase, progress } => {
+                    d.apply(Event::TaskProgress { task, attempt, phase, progress });
                 }
                 Report::Finished { task, attempt, phase, exit, outputs, warnings } => {
                     d.running.remove(&(task, phase));
@@ -208,18 +227,34 @@ impl Driver {
         let reports = self.reports.clone();
         let workdir = self.config.workdir.clone();
         let settings = self.settings.clone();
+        let run_id = self.run.id.clone();
         // Each attempt lives in its own task: posix_spawn holds the calling
         // thread until the child has exec'd, and the loop must not wait for
         // that, or slots would start one after another instead of together.
         tokio::spawn(async move {
             let started = reports.clone();
-            let ended = attempt::run(*spec, &workdir, &settings, sink, kill_rx, move || {
+            let started = move || {
                 let _ = started.send(Report::Started {
                     task,
                     attempt,
                     phase,
                 });
-            })
+            };
+            let progress = reports.clone();
+            let listeners = attempt::Listeners {
+                lines: sink,
+                progress: Arc::new(move |value| {
+                    let _ = progress.send(Report::Progress {
+                        task,
+                        attempt,
+                        phase,
+                        progress: value,
+                    });
+                }),
+            };
+            let ended = attempt::run(
+                *spec, &run_id, &workdir, &settings, listeners, kill_rx, started,
+            )
             .await;
             let _ = reports.send(Report::Finished {
                 task,

@@ -19,6 +19,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
         log_cap: None,
         local_slots: Some(2),
         base_env: std::env::vars().collect(),
+        docker: None,
     }
 }
 
@@ -296,8 +297,12 @@ async fn an_expired_lease_loses_the_attempt_and_fences_its_agent() {
     let id = e.submit(submit("j")).await.expect("accepted").id;
     let process = vec!["process".to_owned()];
     let wait = Duration::from_secs(5);
+    let one = ganger_engine::Want {
+        max: 1,
+        ahead: false,
+    };
     let first = e
-        .claim("ghost", vec![], process.clone(), 1, wait)
+        .claim("ghost", vec![], process.clone(), one, wait)
         .await
         .expect("claim");
     assert_eq!(first.len(), 1);
@@ -307,7 +312,7 @@ async fn an_expired_lease_loses_the_attempt_and_fences_its_agent() {
         .expect("started");
     // No heartbeat: the lease runs out and the attempt is lost, then retried.
     let second = e
-        .claim("other", vec![], process, 1, wait)
+        .claim("other", vec![], process, one, wait)
         .await
         .expect("claim again");
     assert_eq!(
@@ -393,7 +398,45 @@ mod remote {
             agent_id: agent.into(),
             max: 4,
             wait_ms: Some(wait_ms),
+            ahead: false,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_with_a_free_slot_is_served_before_one_claiming_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), Duration::from_secs(30), None).await;
+        let job = "jobs:\n  j:\n    tasks:\n      t: {run: 'true'}\n";
+        e.apply(vec![("j.yml".into(), job.into())])
+            .await
+            .expect("valid");
+        for name in ["busy", "idle"] {
+            e.register(register(name, &[])).await.expect("register");
+        }
+        let ahead = wire::Claim {
+            ahead: true,
+            ..claim("busy", 300)
+        };
+        let busy = e.agent_claim(ahead);
+        let idle = e.agent_claim(claim("idle", 5_000));
+        tokio::pin!(busy, idle);
+        // Polled once each, both claims wait in the engine before the run
+        // arrives, the one claiming ahead first.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut busy)
+                .await
+                .is_err()
+        );
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut idle)
+                .await
+                .is_err()
+        );
+        e.submit(submit("j")).await.expect("accepted");
+        let got = idle.await.expect("claim");
+        assert_eq!(got.tasks.len(), 1, "the agent with a free slot gets it");
+        let none = busy.await.expect("claim");
+        assert!(none.tasks.is_empty(), "{none:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,6 +531,89 @@ mod remote {
             text.push_str(&t);
         }
         assert_eq!(text, line);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_from_the_holder_shows_in_the_run_and_stale_progress_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), Duration::from_secs(30), None).await;
+        let job = "jobs:\n  j:\n    params: {who: {default: me}}\n    tasks:\n      t:\n        run: 'true'\n        body: {greet: 'hi {{ params.who }}'}\n";
+        e.apply(vec![("j.yml".into(), job.into())])
+            .await
+            .expect("valid");
+        e.register(register("a1", &[])).await.expect("register");
+        e.register(register("a2", &[])).await.expect("register");
+        let id = e.submit(submit("j")).await.expect("accepted").id;
+        let got = e.agent_claim(claim("a1", 5_000)).await.expect("claim");
+        let attempt = got.tasks[0].attempt.clone();
+        // The spec carries what the task's job endpoint answers.
+        let spec: ganger_core::run::TaskSpec =
+            serde_json::from_value(got.tasks[0].spec.clone()).expect("a task spec");
+        assert_eq!(spec.params.get("who").map(String::as_str), Some("me"));
+        assert_eq!(spec.body, Some(serde_json::json!({"greet": "hi me"})));
+        let progress = |agent: &str, attempt: &wire::AttemptRef, progress| wire::Progress {
+            agent_id: agent.into(),
+            attempt: attempt.clone(),
+            progress,
+        };
+        // Heard before the start arrives: the two travel apart.
+        e.agent_progress(progress("a1", &attempt, 0.25))
+            .await
+            .expect("claimed attempts may report progress");
+        e.agent_started(wire::Started {
+            agent_id: "a1".into(),
+            attempt: attempt.clone(),
+        })
+        .await
+        .expect("started");
+        e.agent_progress(progress("a1", &attempt, 0.45))
+            .await
+            .expect("progress");
+        let run = e.run(&id).await.expect("run");
+        assert_eq!(run.tasks[0].status, "running");
+        assert_eq!(run.tasks[0].attempts[0].progress, Some(0.45));
+        for bad in [1.5, -0.1] {
+            assert!(matches!(
+                e.agent_progress(progress("a1", &attempt, bad)).await,
+                Err(EngineError::InvalidRequest(_))
+            ));
+        }
+        assert!(
+            matches!(
+                e.agent_progress(progress("a2", &attempt, 0.9)).await,
+                Err(EngineError::Stale(_))
+            ),
+            "only the holder speaks of an attempt"
+        );
+        let old = wire::AttemptRef {
+            attempt: attempt.attempt + 1,
+            ..attempt.clone()
+        };
+        assert!(matches!(
+            e.agent_progress(progress("a1", &old, 0.9)).await,
+            Err(EngineError::Stale(_))
+        ));
+        e.agent_finished(wire::Finished {
+            agent_id: "a1".into(),
+            attempt: attempt.clone(),
+            exit: wire::Exit {
+                code: Some(0),
+                ..Default::default()
+            },
+            outputs: BTreeMap::new(),
+        })
+        .await
+        .expect("finished");
+        let run = wait_for(&e, &id, terminal).await;
+        assert_eq!(run.summary.status, "succeeded");
+        assert_eq!(run.tasks[0].attempts[0].progress, Some(0.45), "kept");
+        assert!(
+            matches!(
+                e.agent_progress(progress("a1", &attempt, 1.0)).await,
+                Err(EngineError::Stale(_))
+            ),
+            "a finished attempt hears no more"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

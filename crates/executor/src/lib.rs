@@ -1,4 +1,12 @@
-//! Runs one task attempt as a local process: the `process` executor.
+//! Runs one task attempt: as a local process (the `process` executor) or in
+//! a container (the `docker` executor, [`DockerEngine`]). Both stream output
+//! through the same line splitting, capped log file and [`LogSink`], read
+//! `$GANGER_OUTPUT` the same way, and end in the same [`Outcome`]. The
+//! `docker` executor's invariants (no container, sidecar or network survives
+//! [`DockerEngine::run`]; everything labelled with its agent, run, task and
+//! attempt; sidecars on a per-attempt network) are described in [`docker`].
+//!
+//! ## The process executor
 //!
 //! [`spawn`] starts the rendered script under a shell (`bash -eo pipefail`, or
 //! `sh -e` where bash is missing) in the task's workspace, with exactly the
@@ -27,8 +35,9 @@
 //! - **Memory stays bounded** whatever the task prints: output is streamed,
 //!   long lines are split, and the log file can be capped.
 //!
-//! [`spawn`] must be called from within a Tokio runtime.
+//! [`spawn`] and [`DockerEngine`] must be used from within a Tokio runtime.
 
+pub mod docker;
 mod error;
 mod group;
 mod lines;
@@ -38,6 +47,10 @@ mod process;
 mod shell;
 mod types;
 
+pub use docker::{
+    ContainerSpec, DockerEngine, DockerError, OUTPUT_MOUNT, Owner, PullPolicy, Resources,
+    ServiceSpec, WORKSPACE_MOUNT,
+};
 pub use error::SpawnError;
 pub use process::{RunningProcess, spawn};
 pub use types::{KillMode, LogLine, LogSink, Outcome, ProcessSpec, Stream, Termination};

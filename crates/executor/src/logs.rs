@@ -42,6 +42,18 @@ struct LogWriter {
 }
 
 impl LogWriter {
+    fn new(capture: Capture) -> Self {
+        LogWriter {
+            file: LogFile::Unopened,
+            path: capture.path,
+            sink: capture.sink,
+            cap: capture.cap,
+            written: 0,
+            truncated: false,
+            warnings: Vec::new(),
+        }
+    }
+
     async fn line(&mut self, stream: Stream, text: String) {
         if self.truncated {
             return;
@@ -139,15 +151,7 @@ pub(crate) async fn capture(
     mut stderr: impl AsyncRead + Unpin,
     mut stop: oneshot::Receiver<()>,
 ) -> LogReport {
-    let mut writer = LogWriter {
-        file: LogFile::Unopened,
-        path: capture.path,
-        sink: capture.sink,
-        cap: capture.cap,
-        written: 0,
-        truncated: false,
-        warnings: Vec::new(),
-    };
+    let mut writer = LogWriter::new(capture);
     let mut out = PipeState::new(Stream::Stdout);
     let mut err = PipeState::new(Stream::Stderr);
     let mut out_buf = vec![0u8; READ_CHUNK];
@@ -183,6 +187,64 @@ pub(crate) async fn capture(
     writer.flush().await;
     LogReport {
         warnings: writer.warnings,
+    }
+}
+
+/// Captures output that arrives as chunks tagged with their stream (the
+/// Docker attach protocol multiplexes stdout and stderr over one connection)
+/// rather than as two pipes: the same line splitting, log file, cap and sink
+/// as [`capture`].
+pub(crate) struct ChunkCapture {
+    writer: LogWriter,
+    out: LineSplitter,
+    err: LineSplitter,
+    lines: Vec<(Stream, String)>,
+}
+
+impl ChunkCapture {
+    pub(crate) fn new(capture: Capture) -> Self {
+        ChunkCapture {
+            writer: LogWriter::new(capture),
+            out: LineSplitter::default(),
+            err: LineSplitter::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Splits `bytes` into lines of `stream`, writes the completed ones and
+    /// flushes, once per chunk as [`capture`] does once per read.
+    pub(crate) async fn chunk(&mut self, stream: Stream, bytes: &[u8]) {
+        let (splitter, lines) = match stream {
+            Stream::Stdout => (&mut self.out, &mut self.lines),
+            Stream::Stderr => (&mut self.err, &mut self.lines),
+        };
+        splitter.feed(bytes, &mut |text| lines.push((stream, text)));
+        self.write_pending().await;
+    }
+
+    /// Something the outcome should mention, such as a broken stream.
+    pub(crate) fn warn(&mut self, warning: String) {
+        self.writer.warnings.push(warning);
+    }
+
+    /// Writes the unfinished last line of each stream and flushes.
+    pub(crate) async fn finish(mut self) -> LogReport {
+        let lines = &mut self.lines;
+        self.out
+            .finish(&mut |text| lines.push((Stream::Stdout, text)));
+        self.err
+            .finish(&mut |text| lines.push((Stream::Stderr, text)));
+        self.write_pending().await;
+        LogReport {
+            warnings: self.writer.warnings,
+        }
+    }
+
+    async fn write_pending(&mut self) {
+        for (stream, text) in self.lines.drain(..) {
+            self.writer.line(stream, text).await;
+        }
+        self.writer.flush().await;
     }
 }
 

@@ -348,7 +348,7 @@ fn termination(status: io::Result<ExitStatus>) -> Termination {
     }
 }
 
-fn validate_env(env: &[(String, String)]) -> Result<(), SpawnError> {
+pub(crate) fn validate_env(env: &[(String, String)]) -> Result<(), SpawnError> {
     for (name, value) in env {
         let reason = if name.is_empty() {
             "empty name"

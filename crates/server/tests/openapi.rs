@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/agent/claim"),
     ("post", "/api/v1/agent/heartbeat"),
     ("post", "/api/v1/agent/started"),
+    ("post", "/api/v1/agent/progress"),
     ("post", "/api/v1/agent/logs"),
     ("post", "/api/v1/agent/result"),
     ("post", "/api/v1/agent/deregister"),

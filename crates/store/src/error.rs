@@ -34,6 +34,32 @@ pub enum StoreError {
         source: BoxError,
     },
 
+    /// A PostgreSQL URL that cannot be used. The URL itself is not shown:
+    /// it may hold a password.
+    #[error("invalid PostgreSQL URL: {reason}")]
+    InvalidUrl { reason: String },
+
+    /// The database server cannot be reached or refused the session.
+    /// `target` names the host, port, database and user, never a password.
+    #[error(
+        "cannot connect to PostgreSQL ({target}): {source}; check that the server runs and \
+         accepts connections there, and that the user, password and database are right"
+    )]
+    Connect {
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// Migrating a database server (PostgreSQL) failed; `target` as in
+    /// [`StoreError::Connect`].
+    #[error("cannot migrate the PostgreSQL database ({target}) to the current schema: {source}")]
+    MigrateServer {
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+
     /// A query failed; `op` says which operation and on what.
     #[error("{op}: database error: {source}")]
     Database {

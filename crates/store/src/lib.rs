@@ -1,12 +1,29 @@
 //! Durable storage for ganger: the [`Store`] trait and its implementations,
-//! [`MemoryStore`] (tests, `ganger run`) and [`SqliteStore`] (`ganger server`).
-//! PostgreSQL will be a third implementation of the same trait.
+//! [`MemoryStore`] (tests, `ganger run`), [`SqliteStore`] (`ganger server`
+//! on one machine) and [`PgStore`] (several `ganger server` replicas on one
+//! PostgreSQL database).
 //!
 //! The store is type-agnostic. Run states, task specs and parameters are
 //! opaque JSON strings owned by the engine; the store types only the columns
 //! it must query (status, priority, times, tags, leases). Times are `i64` unix
 //! milliseconds, supplied by the caller, so tests and simulations control the
-//! clock.
+//! clock. [`Store::db_now`] reads the store's clock in the same unit: with
+//! replicas, the database's clock is the one they share, and leases should
+//! be computed from it.
+//!
+//! # Replicas (PostgreSQL)
+//!
+//! - Claims lock rows with `FOR UPDATE SKIP LOCKED`, so replicas claim from
+//!   one queue without handing a task out twice and without waiting for
+//!   each other.
+//! - A commit that offers tasks notifies the channel [`READY_CHANNEL`];
+//!   [`PgStore::listen`] receives those notifications (from every replica),
+//!   so a replica with waiting agents can claim at once instead of polling.
+//!   A lost listener connection is reported ([`Wakeup::Reconnected`]), since
+//!   notifications sent meanwhile are gone; poll as a fallback.
+//! - [`Store::try_lead`] is a leader lease with a fencing token, on the
+//!   database's clock: the replica that holds it runs the periodic duties.
+//!   Single-process stores always lead (token 1).
 //!
 //! # Tables
 //!
@@ -26,8 +43,14 @@
 //! - `tokens (hash, role, name, created_at)`: API tokens by the hash of
 //!   their secret.
 //!
-//! SQLite also keeps sqlx's `_sqlx_migrations` table; the schema lives in
-//! `crates/store/migrations/sqlite/` and is applied by [`SqliteStore::open`].
+//! - `leader (name, holder, token, until)` (PostgreSQL only): leader leases,
+//!   `until` on the database's clock.
+//!
+//! SQLite and PostgreSQL also keep sqlx's `_sqlx_migrations` table; the
+//! schemas live in `crates/store/migrations/sqlite/` and
+//! `crates/store/migrations/postgres/` and are applied by
+//! [`SqliteStore::open`] and [`PgStore::connect`]. Both have the same tables
+//! and columns; PostgreSQL stores tags as `text[]` instead of JSON text.
 //!
 //! # Invariants
 //!
@@ -38,7 +61,9 @@
 //!   [`Store::put_jobs`] for one upload. SQLite starts every write
 //!   transaction with `BEGIN IMMEDIATE`, so it takes the write lock up front
 //!   and waits for it (busy timeout) instead of failing on a read-to-write
-//!   upgrade.
+//!   upgrade. PostgreSQL runs each in one `READ COMMITTED` transaction whose
+//!   correctness rests on row locks and unique indexes, not on serialized
+//!   writers.
 //! - **One implementation per operation.** [`Store::insert_runs`] is
 //!   [`Store::commit`] of a batch holding only those runs,
 //!   [`Store::insert_run`] is [`Store::insert_runs`] of one run, and
@@ -48,7 +73,8 @@
 //!   same alone or inside a tick.
 //! - **A claimable is claimed by at most one agent at a time.** A claim only
 //!   takes rows that are unclaimed at the moment of the write (guarded by
-//!   `agent IS NULL` in the same statement), under the write lock. Claims end
+//!   `agent IS NULL` in the same statement), under the write lock (SQLite)
+//!   or the row locks it takes (PostgreSQL). Claims end
 //!   by [`Store::release`], by removal ([`Batch::done`]), or by re-offering
 //!   the key with a new attempt number (see [`Batch::ready`]).
 //! - **Exactly-once enqueue.** Two inserts with the same idempotency key
@@ -58,12 +84,15 @@
 
 mod error;
 mod memory;
+mod pg;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
+pub use pg::{LEADER_NAME, PgStore, PgWakeups, READY_CHANNEL, Wakeup};
 pub use sqlite::SqliteStore;
 
 /// Matching claims to agents is the core's routing rule.
@@ -397,6 +426,39 @@ pub trait Store: Send + Sync {
     async fn put_token(&self, token: TokenRow) -> Result<()>;
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRow>>;
+
+    /// The current time on the store's clock, in unix milliseconds like
+    /// every time of this trait. With several replicas on one database, the
+    /// database's clock is the one they share: deriving `now` and
+    /// `lease_until` of claims and the `now` of [`Store::expired`] from it
+    /// keeps leases consistent whatever the replicas' own clocks say. The
+    /// provided implementation reads the local clock (single-process
+    /// stores: the process's clock is the only one).
+    async fn db_now(&self) -> Result<i64> {
+        Ok(local_now_ms())
+    }
+
+    /// Takes or renews the leader lease for `holder`, valid for `ttl` on
+    /// the store's clock, and answers its fencing token, or `None` when
+    /// another holder's lease is still valid. The lease is taken when it is
+    /// free or expired and renewed when `holder` holds it; the token grows
+    /// whenever the holder changes, never otherwise. The leader runs the
+    /// periodic duties (cron, timeouts, lease reaping); it must renew well
+    /// within `ttl` and stop acting as leader once a renewal fails or `ttl`
+    /// has passed since its last success. The provided implementation is
+    /// for single-process stores: the one process always leads, token 1.
+    async fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        let _ = (holder, ttl);
+        Ok(Some(1))
+    }
+}
+
+/// The local clock in unix milliseconds (negative before 1970, saturating).
+pub fn local_now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
 }
 
 // Forwarding impls, so `Arc<dyn Store>`, `Arc<SqliteStore>` and `Box<dyn
@@ -466,6 +528,12 @@ macro_rules! forward_store {
             }
             async fn token(&self, hash: &str) -> Result<Option<TokenRow>> {
                 (**self).token(hash).await
+            }
+            async fn db_now(&self) -> Result<i64> {
+                (**self).db_now().await
+            }
+            async fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+                (**self).try_lead(holder, ttl).await
             }
         }
     };

@@ -1,34 +1,55 @@
 //! One behavioural suite, run against every backend: the memory store, the
-//! SQLite store (on a temporary file), and the memory store behind
-//! `Arc<dyn Store>` (object safety and forwarding). Backend-specific checks
-//! (durability across reopen, two processes' worth of pools on one file)
-//! follow at the end.
+//! SQLite store (on a temporary file), the PostgreSQL store (a fresh
+//! database per test; see `support/pgdb.rs` for how the server is found and
+//! when these tests skip), and the memory store behind `Arc<dyn Store>`
+//! (object safety and forwarding). Backend-specific checks (durability
+//! across reopen, two processes' worth of pools on one file, notifications,
+//! the leader lease) follow at the end.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use ganger_store::{
     Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, MemoryStore, NewRun,
-    RunFilter, RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
+    PgStore, RunFilter, RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
 };
 use tempfile::TempDir;
 
+#[path = "support/pgdb.rs"]
+mod pgdb;
+use pgdb::TestDb;
+
 // ---------------------------------------------------------------- fixtures
 
-async fn make_memory() -> (MemoryStore, ()) {
-    (MemoryStore::new(), ())
+// Each returns the store and what must live as long as it, or `None` when
+// the backend is not available here (the test then passes without running).
+
+async fn make_memory() -> Option<(MemoryStore, ())> {
+    Some((MemoryStore::new(), ()))
 }
 
-async fn make_sqlite() -> (SqliteStore, TempDir) {
+async fn make_sqlite() -> Option<(SqliteStore, TempDir)> {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let store = SqliteStore::open(dir.path().join("ganger.db"))
         .await
         .expect("open the SQLite store");
-    (store, dir)
+    Some((store, dir))
 }
 
-async fn make_dyn_memory() -> (Arc<dyn Store>, ()) {
-    (Arc::new(MemoryStore::new()), ())
+/// Pool size of the PostgreSQL stores under test: enough for the 8
+/// concurrent claimers to contend for real.
+const PG_POOL: u32 = 8;
+
+async fn make_postgres() -> Option<(PgStore, TestDb)> {
+    let db = TestDb::create().await?;
+    let store = PgStore::connect(&db.url, PG_POOL)
+        .await
+        .expect("connect to the PostgreSQL test database");
+    Some((store, db))
+}
+
+async fn make_dyn_memory() -> Option<(Arc<dyn Store>, ())> {
+    Some((Arc::new(MemoryStore::new()), ()))
 }
 
 macro_rules! suite {
@@ -58,6 +79,7 @@ macro_rules! suite {
                 leases_renew_expire_release,
                 reoffer_keeps_or_drops_the_claim_by_attempt,
                 tokens,
+                clock_and_leader,
             );
         }
     };
@@ -65,7 +87,9 @@ macro_rules! suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let (store, _guard) = $make().await;
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
                 super::cases::$case(Arc::new(store)).await;
             }
         )*
@@ -74,6 +98,7 @@ macro_rules! suite {
 
 suite!(memory, make_memory);
 suite!(sqlite, make_sqlite);
+suite!(postgres, make_postgres);
 suite!(dyn_memory, make_dyn_memory);
 
 // ----------------------------------------------------------------- helpers
@@ -1392,6 +1417,27 @@ mod cases {
             .expect_err("empty hash");
         assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     }
+    /// Every store has a clock in unix milliseconds and a leader: the
+    /// single-process stores always lead with token 1; PostgreSQL's lease
+    /// has its own tests below.
+    pub async fn clock_and_leader<S: Store>(s: Arc<S>) {
+        let local = ganger_store::local_now_ms();
+        let db = s.db_now().await.expect("db_now");
+        assert!(
+            (db - local).abs() < 60_000,
+            "db_now {db} is not unix ms near the local clock {local}"
+        );
+        let later = s.db_now().await.expect("db_now again");
+        assert!(later >= db, "the clock went back: {db} then {later}");
+        let ttl = std::time::Duration::from_secs(30);
+        let token = s.try_lead("a", ttl).await.expect("lead").expect("a leads");
+        assert!(token >= 1);
+        assert_eq!(
+            s.try_lead("a", ttl).await.expect("renew"),
+            Some(token),
+            "renewing keeps the token"
+        );
+    }
 }
 
 // ---------------------------------------------------------- SQLite only
@@ -1530,4 +1576,348 @@ async fn sqlite_open_errors_name_the_path() {
         "{err:?}"
     );
     assert!(err.to_string().contains("plain-file"), "{err}");
+}
+
+// ------------------------------------------------------ PostgreSQL only
+
+/// Two stores on one database, as two replicas: claims through both stay
+/// exclusive (row locks, SKIP LOCKED), whoever is faster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_stores_on_one_database_never_share_a_task() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let one = Arc::new(PgStore::connect(&db.url, 4).await.expect("connect one"));
+    let two = Arc::new(PgStore::connect(&db.url, 4).await.expect("connect two"));
+    created(&*one, new_run("r", "build")).await;
+    one.commit(Batch {
+        ready: (0..300).map(|t| offer("r", t, (t % 2) as i32)).collect(),
+        ..Batch::default()
+    })
+    .await
+    .expect("offer");
+    let barrier = Arc::new(tokio::sync::Barrier::new(6));
+    let mut handles = Vec::new();
+    for a in 0..6 {
+        let s = if a % 2 == 0 { one.clone() } else { two.clone() };
+        let barrier = barrier.clone();
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut got = Vec::new();
+            loop {
+                let batch = s
+                    .claim(request(&format!("agent-{a}"), 5))
+                    .await
+                    .expect("claim");
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch.into_iter().map(|c| c.claimable.key.task));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for h in handles {
+        let got = h.await.expect("join");
+        total += got.len();
+        seen.extend(got);
+    }
+    assert_eq!((total, seen.len()), (300, 300));
+    one.close().await;
+    two.close().await;
+}
+
+async fn next_wakeup(
+    w: &mut ganger_store::PgWakeups,
+) -> Result<ganger_store::Result<ganger_store::Wakeup>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(std::time::Duration::from_secs(3), w.recv()).await
+}
+
+/// A commit that offers a task wakes the listeners of every store on the
+/// database, once it is committed; a rolled-back one wakes nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_offers_notify_the_other_replicas() {
+    use ganger_store::Wakeup;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let writer = PgStore::connect(&db.url, 2).await.expect("connect writer");
+    let reader = PgStore::connect(&db.url, 2).await.expect("connect reader");
+    let mut wakeups = reader.listen().await.expect("listen");
+    created(&writer, new_run("r", "build")).await;
+    // A run alone offers nothing: no notification (checked below, since
+    // the next one received must be the offer's).
+    writer
+        .commit(Batch {
+            ready: vec![Claimable {
+                ready_at: 7,
+                ..offer("r", 0, 0)
+            }],
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+    let got = next_wakeup(&mut wakeups)
+        .await
+        .expect("a notification within 3 s")
+        .expect("recv");
+    assert_eq!(got, Wakeup::Ready { ready_at: Some(7) });
+    // A failing batch rolls its notification back with everything else.
+    writer
+        .commit(Batch {
+            ready: vec![offer("r", 1, 0)],
+            runs: vec![update("missing", "running")],
+            ..Batch::default()
+        })
+        .await
+        .expect_err("unknown run");
+    // The reader's own commits are heard too, and a claimed task that is
+    // released is on offer again.
+    assert_eq!(reader.claim(request("a", 1)).await.expect("claim").len(), 1);
+    reader.release(&key("r", 0)).await.expect("release");
+    let got = next_wakeup(&mut wakeups)
+        .await
+        .expect("the release's notification within 3 s")
+        .expect("recv");
+    assert_eq!(got, Wakeup::Ready { ready_at: Some(7) });
+    // Nothing else is pending: the failed batch sent nothing.
+    assert!(
+        next_wakeup(&mut wakeups).await.is_err(),
+        "no notification for a rolled-back batch"
+    );
+    // Without notify, commits stay silent.
+    let quiet = PgStore::connect(&db.url, 1)
+        .await
+        .expect("connect quiet")
+        .without_notify();
+    quiet
+        .commit(Batch {
+            ready: vec![offer("r", 2, 0)],
+            ..Batch::default()
+        })
+        .await
+        .expect("quiet offer");
+    assert!(
+        next_wakeup(&mut wakeups).await.is_err(),
+        "without_notify is quiet"
+    );
+}
+
+/// Two holders contend for the lease on the database's clock: one leads
+/// until its lease expires unrenewed, then the other takes over with a
+/// higher fencing token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leader_lease_moves_only_when_it_expires() {
+    use std::time::Duration;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let one = PgStore::connect(&db.url, 2).await.expect("connect one");
+    let two = PgStore::connect(&db.url, 2).await.expect("connect two");
+    let ttl = Duration::from_millis(400);
+
+    // Both at once: exactly one wins.
+    let (a, b) = tokio::join!(one.try_lead("a", ttl), two.try_lead("b", ttl));
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    assert!(a.is_some() != b.is_some(), "exactly one leads: {a:?} {b:?}");
+    let (leader, leader_store, other, other_store, token) = match (a, b) {
+        (Some(t), None) => ("a", &one, "b", &two, t),
+        (None, Some(t)) => ("b", &two, "a", &one, t),
+        _ => unreachable!(),
+    };
+    assert_eq!(token, 1, "the first holder gets token 1");
+
+    // Renewals keep the lease (and the token) past the first ttl.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            leader_store.try_lead(leader, ttl).await.expect("renew"),
+            Some(token)
+        );
+        assert_eq!(
+            other_store.try_lead(other, ttl).await.expect("contend"),
+            None,
+            "a renewed lease is not taken"
+        );
+    }
+
+    // No renewal for longer than the ttl: the other takes over, fenced.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let taken = other_store
+        .try_lead(other, ttl)
+        .await
+        .expect("take over")
+        .expect("the expired lease is taken");
+    assert!(taken > token, "token {taken} after {token}");
+    assert_eq!(
+        leader_store.try_lead(leader, ttl).await.expect("late"),
+        None,
+        "the old leader is out"
+    );
+
+    // A clean resignation hands over at once.
+    assert!(
+        one.resign(ganger_store::LEADER_NAME, other)
+            .await
+            .expect("resign")
+            || two
+                .resign(ganger_store::LEADER_NAME, other)
+                .await
+                .expect("resign")
+    );
+    let back = leader_store
+        .try_lead(leader, ttl)
+        .await
+        .expect("after resign")
+        .expect("free after resignation");
+    assert!(back > taken);
+
+    // Independent names, independent leaders.
+    assert_eq!(
+        one.try_lead_named("other-duty", other, ttl)
+            .await
+            .expect("named"),
+        Some(1)
+    );
+    let err = one.try_lead("", ttl).await.expect_err("empty holder");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+}
+
+/// The claim statement matches tags in SQL; it must agree with the core's
+/// rule (`ganger_core::routing::tags_match`) on every case here, tricky
+/// ones included (`=` in values, prefixes, LIKE wildcards, empty strings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_match_tags_like_the_core() {
+    let Some((s, _db)) = make_postgres().await else {
+        return;
+    };
+    let atoms = [
+        "gpu", "gpu=", "gpu=true", "gpus=2", "os=linux", "os", "a=b=c", "a=b", "a", "=x", "", "%",
+        "g_u", "gpu=tr%", "é=ü",
+    ];
+    let mut tag_sets: Vec<Vec<String>> = vec![Vec::new()];
+    for (i, x) in atoms.iter().enumerate() {
+        tag_sets.push(vec![x.to_string()]);
+        for y in &atoms[i + 1..] {
+            tag_sets.push(vec![x.to_string(), y.to_string()]);
+        }
+    }
+    let label_sets: Vec<Vec<String>> = [
+        &[][..],
+        &["gpu"],
+        &["gpu=true"],
+        &["gpu=", "os=linux"],
+        &["gpus=2", "os"],
+        &["a=b=c"],
+        &["a=b", "=x"],
+        &[""],
+        &["%=1", "g_u"],
+        &["gpu=tr%", "é=ü", "a"],
+        &["gpu\0=1", "os\0", "os=linux"],
+    ]
+    .iter()
+    .map(|ls| ls.iter().map(|l| l.to_string()).collect())
+    .collect();
+    for (round, labels) in label_sets.iter().enumerate() {
+        let run = format!("r{round}");
+        created(&s, new_run(&run, "build")).await;
+        s.commit(Batch {
+            ready: tag_sets
+                .iter()
+                .enumerate()
+                .map(|(t, tags)| Claimable {
+                    tags: tags.clone(),
+                    ..offer(&run, t as u32, 0)
+                })
+                .collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("offer");
+        let got: HashSet<u32> = s
+            .claim(ClaimRequest {
+                labels: labels.clone(),
+                ..request(&format!("agent-{round}"), 10_000)
+            })
+            .await
+            .expect("claim")
+            .iter()
+            .map(|c| c.claimable.key.task)
+            .collect();
+        let want: HashSet<u32> = tag_sets
+            .iter()
+            .enumerate()
+            .filter(|(_, tags)| ganger_core::routing::tags_match(tags, labels))
+            .map(|(t, _)| t as u32)
+            .collect();
+        let mut diff: Vec<_> = got
+            .symmetric_difference(&want)
+            .map(|t| &tag_sets[*t as usize])
+            .collect();
+        diff.sort();
+        assert!(
+            diff.is_empty(),
+            "labels {labels:?}: disagreement on tags {diff:?}"
+        );
+        // Leave nothing for the next round's claimer.
+        s.commit(Batch {
+            done: (0..tag_sets.len() as u32).map(|t| key(&run, t)).collect(),
+            ..Batch::default()
+        })
+        .await
+        .expect("clear");
+    }
+}
+
+/// PostgreSQL text cannot hold NUL: an agent name with one is refused with
+/// a clear error, and the batch writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_nul_in_an_agent_name() {
+    let Some((s, _db)) = make_postgres().await else {
+        return;
+    };
+    created(&s, new_run("r", "build")).await;
+    let err = s
+        .commit(Batch {
+            ready: vec![offer("r", 0, 0)],
+            claims: vec![request("bad\0agent", 1)],
+            ..Batch::default()
+        })
+        .await
+        .expect_err("NUL in agent");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(s.claim(request("a", 5)).await.expect("claim").is_empty());
+}
+
+/// Connection errors say where and what to check, never the password;
+/// a malformed URL is not echoed (it may hold one).
+#[tokio::test]
+async fn postgres_connect_errors_name_the_target_not_the_password() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PgStore::connect("postgres://ganger:s3cret-pw@127.0.0.1:1/jobs", 1)
+        .await
+        .expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    for part in ["127.0.0.1:1", "\"jobs\"", "\"ganger\"", "check that"] {
+        assert!(msg.contains(part), "{part} missing in: {msg}");
+    }
+    assert!(!msg.contains("s3cret-pw"), "password leaked: {msg}");
+    assert!(!format!("{err:?}").contains("s3cret-pw"), "password leaked");
+
+    let err = PgStore::connect("postgres://u:s3cret-pw@127.0.0.1:5432/db?sslmode=bogus", 1)
+        .await
+        .expect_err("bad sslmode");
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err:?}");
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+}
+
+#[test]
+fn test_database_urls_keep_credentials_and_parameters() {
+    assert_eq!(
+        pgdb::with_database("postgres://u:p@h:5/postgres?sslmode=disable", "t1"),
+        "postgres://u:p@h:5/t1?sslmode=disable"
+    );
+    assert_eq!(pgdb::with_database("postgres://h", "t2"), "postgres://h/t2");
 }

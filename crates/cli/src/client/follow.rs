@@ -290,6 +290,7 @@ mod tests {
             agent: None,
             started_at: None,
             finished_at: None,
+            progress: None,
         });
         assert!(!started(&t), "dispatched, not started");
         t.attempts[0].started_at = Some(ts("2026-05-01T12:00:00Z"));
@@ -308,6 +309,7 @@ mod tests {
             agent: None,
             started_at: Some(ts("2026-05-01T12:00:00Z")),
             finished_at: Some(ts("2026-05-01T12:00:01Z")),
+            progress: None,
         });
         let mut log = TaskLog::default();
         assert!(log.wants_stream(&t));

@@ -230,6 +230,7 @@ pub(crate) mod tests {
             agent: None,
             started_at: Some(ts("2026-05-01T12:00:00Z")),
             finished_at: (status != "running").then(|| ts("2026-05-01T12:00:01Z")),
+            progress: None,
         }
     }
 

@@ -91,7 +91,7 @@ fn tasks(run: &RunDetail, now: Timestamp) -> Table {
             let last = undo.attempts.last();
             t.row(vec![
                 format!("{}:undo", task.name),
-                undo.status.clone(),
+                status_of(&undo.status, last),
                 attempt_number(last.map_or(0, |a| a.number)),
                 last.and_then(|a| span(a.started_at, a.finished_at, now))
                     .unwrap_or_default(),
@@ -117,13 +117,22 @@ fn row(name: &str, task: &TaskRun, now: Timestamp) -> Vec<String> {
     }
     vec![
         name.to_owned(),
-        task.status.clone(),
+        status_of(&task.status, last),
         attempt_number(task.attempt),
         span(task.started_at, task.finished_at, now).unwrap_or_default(),
         exit_of(task.exit_code, last),
         last.and_then(|a| a.agent.clone()).unwrap_or_default(),
         reason,
     ]
+}
+
+/// The status, with how far along the attempt said it is while it runs
+/// (`running 45%`).
+fn status_of(status: &str, last: Option<&AttemptView>) -> String {
+    match last.and_then(|a| a.progress) {
+        Some(p) if status == "running" => format!("{status} {:.0}%", p * 100.0),
+        _ => status.to_owned(),
+    }
 }
 
 fn attempt_number(n: u32) -> String {
@@ -161,6 +170,7 @@ mod tests {
             agent: Some("local".into()),
             started_at: Some(ts("2026-05-01T12:00:00Z")),
             finished_at: Some(ts("2026-05-01T12:00:02Z")),
+            progress: None,
         }
     }
 
@@ -257,6 +267,23 @@ mod tests {
              build:undo  succeeded  1        2.0s      0      local\n\
              test        failed     2        2.0s      sig 9  local  killed by signal 9\n\
              deploy      skipped\n"
+        );
+    }
+
+    #[test]
+    fn a_running_attempt_shows_its_progress() {
+        let mut run = sample();
+        let build = &mut run.tasks[0];
+        build.status = "running".into();
+        build.attempts[0].progress = Some(0.45);
+        build.undo = None;
+        run.tasks[1].attempts[0].progress = Some(0.5);
+        let text = tasks(&run, ts("2026-05-01T12:01:00Z")).render(None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("build   running 45%  1"), "{text}");
+        assert!(
+            lines[2].starts_with("test    failed "),
+            "only while it runs: {text}"
         );
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::model::{ChildJobSpec, DockerSpec, HttpSpec, TaskId};
+use crate::model::{ChildJobSpec, DockerSpec, HttpSpec, Resources, TaskId};
 
 /// Which execution of a task an event or decision is about: its main work
 /// or its `undo` compensation.
@@ -28,7 +28,7 @@ pub enum Exit {
     Interrupted(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// The run is admitted: tasks without needs become ready.
     Start,
@@ -52,6 +52,14 @@ pub enum Event {
         phase: Phase,
         exit: Exit,
         outputs: BTreeMap<String, String>,
+    },
+    /// The running attempt said how far along it is (`0.0..=1.0`). Shown,
+    /// never acted on: it changes no scheduling.
+    TaskProgress {
+        task: TaskId,
+        attempt: u32,
+        phase: Phase,
+        progress: f64,
     },
     /// Stop the run. Tasks not started are cancelled, running ones killed;
     /// `always` tasks still run unless `force`.
@@ -117,6 +125,16 @@ pub struct TaskSpec {
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub tags: Vec<String>,
+    /// Limits for the task's processes or container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// The run's params by their declared names, for the task's job
+    /// endpoint (`GET $GANGER_JOB_URL`); the script reads them from `env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// The task's `body`, rendered, for its job endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

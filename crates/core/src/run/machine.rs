@@ -75,6 +75,28 @@ impl RunState {
                 }
                 out.push(Decision::TaskChanged(task));
             }
+            Event::TaskProgress {
+                task,
+                attempt,
+                phase,
+                progress,
+            } => {
+                self.check_running()?;
+                // Claimed too: the task may speak before its start is
+                // reported, the two travel separately.
+                let exec = self.active_exec(
+                    task,
+                    attempt,
+                    phase,
+                    &[TaskStatus::Claimed, TaskStatus::Running],
+                )?;
+                if let Some(a) = exec.attempts.last_mut() {
+                    // Drivers check the range; a bad value is clamped
+                    // rather than kept (NaN reads as nothing).
+                    a.progress = (!progress.is_nan()).then(|| progress.clamp(0.0, 1.0));
+                }
+                out.push(Decision::TaskChanged(task));
+            }
             Event::TaskFinished {
                 task,
                 attempt,
@@ -573,6 +595,7 @@ impl RunState {
                 started_at: Some(now),
                 finished_at: Some(now),
                 interrupted: false,
+                progress: None,
             });
             self.finish_main(t, TaskStatus::Succeeded, None, out);
             return;
@@ -802,6 +825,7 @@ fn new_attempt(number: u32) -> Attempt {
         started_at: None,
         finished_at: None,
         interrupted: false,
+        progress: None,
     }
 }
 

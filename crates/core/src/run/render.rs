@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use minijinja::Value;
+use serde_json::Value as Json;
 
 use super::event::{ExecSpec, Phase, TaskSpec};
 use super::state::RunState;
@@ -30,12 +31,23 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// Whether any string inside a JSON value passes `test`.
+fn any_string(value: &Json, test: &impl Fn(&str) -> bool) -> bool {
+    match value {
+        Json::String(s) => test(s),
+        Json::Array(items) => items.iter().any(|v| any_string(v, test)),
+        Json::Object(map) => map.values().any(|v| any_string(v, test)),
+        _ => false,
+    }
+}
+
 fn uses_templates(task: &Task) -> bool {
     let has = is_template;
     task.run.as_deref().is_some_and(has)
         || task.undo.as_deref().is_some_and(has)
         || task.condition.is_some()
         || task.env.iter().any(|(_, v)| has(v))
+        || task.body.as_ref().is_some_and(|b| any_string(b, &has))
         || !matches!(task.executor, Executor::Process)
 }
 
@@ -45,6 +57,7 @@ fn reads_tasks(task: &Task) -> bool {
         || task.undo.as_deref().is_some_and(reads)
         || task.condition.as_deref().is_some_and(reads)
         || task.env.iter().any(|(_, v)| reads(v))
+        || task.body.as_ref().is_some_and(|b| any_string(b, &reads))
         || !matches!(task.executor, Executor::Process)
 }
 
@@ -130,6 +143,24 @@ impl<'a> Renderer<'a> {
     ) -> Result<String, RenderError> {
         template::render(flavor, source, &self.ctx()).map_err(|error| RenderError { field, error })
     }
+
+    /// Renders every string of a free-form JSON value (`body`, `http.json`)
+    /// on its own, so a value can never change the JSON's structure.
+    fn render_json(&self, field: &'static str, value: &Json) -> Result<Json, RenderError> {
+        Ok(match value {
+            Json::String(s) => Json::String(self.render(Flavor::Text, field, s)?),
+            Json::Array(items) => items
+                .iter()
+                .map(|v| self.render_json(field, v))
+                .collect::<Result<_, _>>()?,
+            Json::Object(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render_json(field, v)?)))
+                .collect::<Result<serde_json::Map<_, _>, RenderError>>()?
+                .into(),
+            other => other.clone(),
+        })
+    }
 }
 
 /// Evaluates a task's `if:`; `Ok(true)` when it has none.
@@ -187,7 +218,15 @@ pub(crate) fn task_spec(
                     spec.body = Some(r.render(Flavor::Text, "http.body", body)?);
                 }
                 if let Some(json) = &h.json {
-                    spec.json = Some(r.render(Flavor::Text, "http.json", json)?);
+                    // The parser wrote this text; it is JSON.
+                    let value = serde_json::from_str(json).map_err(|e| RenderError {
+                        field: "http.json",
+                        error: TemplateError {
+                            line: None,
+                            message: format!("the stored JSON does not parse: {e}"),
+                        },
+                    })?;
+                    spec.json = Some(r.render_json("http.json", &value)?.to_string());
                 }
                 ExecSpec::Http(spec)
             }
@@ -213,6 +252,10 @@ pub(crate) fn task_spec(
     env.push(("GANGER_TASK".into(), task.name.clone()));
     env.push(("GANGER_ATTEMPT".into(), attempt.to_string()));
     env.extend(script_env);
+    let body = match &task.body {
+        Some(body) => Some(r.render_json("body", body)?),
+        None => None,
+    };
     Ok(TaskSpec {
         task: id,
         name: task.name.clone(),
@@ -222,5 +265,8 @@ pub(crate) fn task_spec(
         env,
         timeout: task.timeout,
         tags: task.tags.clone(),
+        resources: task.resources.clone(),
+        params: r.run.params.clone(),
+        body,
     })
 }

@@ -106,7 +106,7 @@ pub enum KillReason {
     Stop,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     pub status: TaskStatus,
@@ -120,10 +120,14 @@ pub struct Attempt {
     /// the task: it does not count against the retry budget.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// How far along the task said it is (0.0 to 1.0), through its job
+    /// endpoint: for people only, it decides nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
 }
 
 /// One line of execution of a task: its main work, or its undo.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Exec {
     pub status: TaskStatus,
     pub attempts: Vec<Attempt>,
@@ -176,7 +180,7 @@ impl Exec {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
     pub main: Exec,
     pub undo: Option<Exec>,

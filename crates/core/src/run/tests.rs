@@ -657,6 +657,111 @@ fn template_errors_fail_the_task_without_retry() {
     assert_eq!(sim.run.tasks[1].main.attempts.len(), 1);
 }
 
+#[test]
+fn specs_carry_params_and_the_rendered_body() {
+    let sim = Sim::new(
+        "jobs:\n j:\n  params: {who: {default: 'a \"b\", {c}'}}\n  tasks:\n   a:\n    run: x\n    body: {greet: 'hi {{ params.who }}', n: 2, list: ['{{ params.who }}']}\n",
+    );
+    let spec = render::task_spec(&sim.run, 0, 1, Phase::Main).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        spec.params,
+        BTreeMap::from([("who".to_owned(), "a \"b\", {c}".to_owned())])
+    );
+    // A value lands inside its string: it cannot change the structure.
+    assert_eq!(
+        spec.body,
+        Some(serde_json::json!({"greet": "hi a \"b\", {c}", "n": 2, "list": ["a \"b\", {c}"]}))
+    );
+    let plain = Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x}\n");
+    let spec = render::task_spec(&plain.run, 0, 1, Phase::Main).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_string(&spec).expect("serializes");
+    assert!(
+        !json.contains("\"params\"") && !json.contains("\"body\""),
+        "empty ones are left out: {json}"
+    );
+}
+
+#[test]
+fn http_json_values_are_rendered_as_strings() {
+    let sim = Sim::new(
+        "jobs:\n j:\n  params: {v: {default: '\",\"x\":\"1'}}\n  tasks:\n   a: {http: {url: 'http://h', method: POST, json: {k: '{{ params.v }}'}}}\n",
+    );
+    let spec = render::task_spec(&sim.run, 0, 1, Phase::Main).unwrap_or_else(|e| panic!("{e}"));
+    let ExecSpec::Http(http) = spec.executor else {
+        panic!("an http task")
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(http.json.as_deref().unwrap_or_default()).expect("valid JSON");
+    assert_eq!(json, serde_json::json!({"k": "\",\"x\":\"1"}));
+}
+
+fn progress(task: TaskId, attempt: u32, progress: f64) -> Event {
+    Event::TaskProgress {
+        task,
+        attempt,
+        phase: Phase::Main,
+        progress,
+    }
+}
+
+#[test]
+fn progress_is_recorded_on_the_running_attempt_and_decides_nothing() {
+    let mut sim =
+        Sim::new("jobs:\n j:\n  tasks:\n   a: {run: x, retry: 1}\n   b: {run: x, needs: [a]}\n");
+    let before = sim.run.clone();
+    let decisions = sim
+        .run
+        .apply(progress(0, 1, 0.45), sim.now)
+        .expect("accepted");
+    assert_eq!(decisions, vec![Decision::TaskChanged(0)]);
+    assert_eq!(sim.run.tasks[0].main.attempts[0].progress, Some(0.45));
+    assert_eq!(sim.run.tasks[0].main.status, before.tasks[0].main.status);
+    assert_eq!(sim.run.tasks[1], before.tasks[1]);
+    assert_eq!(sim.run.next_wakeup(), before.next_wakeup());
+    // Out-of-range values are clamped, NaN clears it.
+    sim.run
+        .apply(progress(0, 1, 7.0), sim.now)
+        .expect("accepted");
+    assert_eq!(sim.run.tasks[0].main.attempts[0].progress, Some(1.0));
+    sim.run
+        .apply(progress(0, 1, f64::NAN), sim.now)
+        .expect("accepted");
+    assert_eq!(sim.run.tasks[0].main.attempts[0].progress, None);
+    sim.run
+        .apply(progress(0, 1, 0.5), sim.now)
+        .expect("accepted");
+    // It is saved with the run, and restored.
+    let saved = sim.run.to_json().expect("serializes");
+    let restored = RunState::from_json(&saved, sim.run.job.clone()).expect("restores");
+    assert_eq!(restored.tasks[0].main.attempts[0].progress, Some(0.5));
+
+    // Fenced like any report: not for a task that has not started, an
+    // attempt that ended, or a finished run.
+    let stale = |r: Result<Vec<Decision>, EventError>| matches!(r, Err(EventError::Stale { .. }));
+    assert!(stale(sim.run.apply(progress(1, 1, 0.5), sim.now)));
+    sim.finish("a", 1);
+    assert!(stale(sim.run.apply(progress(0, 1, 0.5), sim.now)));
+    assert_eq!(
+        sim.run.tasks[0].main.attempts[0].progress,
+        Some(0.5),
+        "kept once ended"
+    );
+    assert_eq!(
+        sim.run.tasks[0].main.attempts[1].progress, None,
+        "a new attempt starts afresh"
+    );
+    sim.run
+        .apply(progress(0, 2, 0.1), sim.now)
+        .expect("the retry's own");
+    sim.finish("a", 0);
+    sim.finish("b", 0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+    assert_eq!(
+        sim.run.apply(progress(1, 1, 0.5), sim.now),
+        Err(EventError::Finished)
+    );
+}
+
 // ---- property tests ----
 
 #[derive(Clone, Debug)]
@@ -723,8 +828,18 @@ fn yaml_of(tasks: &[GenTask]) -> String {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Finish { pick: usize, code: i32 },
-    Cancel { force: bool },
+    Finish {
+        pick: usize,
+        code: i32,
+    },
+    /// A running attempt reports progress: it must change nothing else.
+    Progress {
+        pick: usize,
+        progress: f64,
+    },
+    Cancel {
+        force: bool,
+    },
     Tick,
 }
 
@@ -732,6 +847,8 @@ fn gen_steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(
         prop_oneof![
             8 => (any::<usize>(), prop_oneof![Just(0), Just(1), Just(3)]).prop_map(|(pick, code)| Step::Finish { pick, code }),
+            // Binary fractions, so a saved and restored run reads the same.
+            2 => (any::<usize>(), prop_oneof![Just(0.0), Just(0.25), Just(0.5), Just(1.0)]).prop_map(|(pick, progress)| Step::Progress { pick, progress }),
             1 => any::<bool>().prop_map(|force| Step::Cancel { force }),
             1 => Just(Step::Tick),
         ],
@@ -809,6 +926,30 @@ fn drive_and_check(
                     undo_done_order.push(t);
                 }
                 sim.absorb(decisions);
+            }
+            Step::Progress { pick, progress } => {
+                let Some(&(task, attempt, phase)) =
+                    sim.inflight.get(pick % sim.inflight.len().max(1))
+                else {
+                    continue;
+                };
+                let statuses: Vec<TaskStatus> =
+                    sim.run.tasks.iter().map(|t| t.main.status).collect();
+                let wakeup = sim.run.next_wakeup();
+                let event = Event::TaskProgress {
+                    task,
+                    attempt,
+                    phase,
+                    progress,
+                };
+                // A stopping run may have killed it already: then it is
+                // refused, and changes nothing either.
+                if let Ok(decisions) = sim.run.apply(event, sim.now) {
+                    prop_assert_eq!(decisions, vec![Decision::TaskChanged(task)]);
+                }
+                let after: Vec<TaskStatus> = sim.run.tasks.iter().map(|t| t.main.status).collect();
+                prop_assert_eq!(statuses, after, "progress changed a task's status");
+                prop_assert_eq!(wakeup, sim.run.next_wakeup(), "progress moved a timer");
             }
             Step::Cancel { force } => {
                 let r = sim.run.apply(

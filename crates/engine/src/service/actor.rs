@@ -22,11 +22,11 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::EngineError;
 use super::jobs::Catalog;
 use super::lanes::{LaneKey, Lanes};
 use super::logs::LogHub;
 use super::time::millis;
+use super::{EngineError, Want};
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
@@ -42,6 +42,10 @@ pub struct Assignment {
 #[derive(Clone, Debug)]
 pub enum AgentReport {
     Started,
+    /// How far along the attempt says it is (`0.0..=1.0`).
+    Progress {
+        progress: f64,
+    },
     Finished {
         exit: Exit,
         outputs: BTreeMap<String, String>,
@@ -70,7 +74,7 @@ pub(crate) struct ClaimAsk {
     pub(crate) agent: String,
     pub(crate) labels: Vec<String>,
     pub(crate) executors: Vec<String>,
-    pub(crate) max: u32,
+    pub(crate) want: Want,
     pub(crate) until: Instant,
 }
 
@@ -554,6 +558,12 @@ impl Actor {
                 phase,
                 agent: Some(agent.to_owned()),
             },
+            AgentReport::Progress { progress } => Event::TaskProgress {
+                task,
+                attempt,
+                phase,
+                progress,
+            },
             AgentReport::Finished { exit, outputs } => Event::TaskFinished {
                 task,
                 attempt,
@@ -956,21 +966,25 @@ impl Actor {
         let mut asked = Vec::new();
         if !self.claims.is_empty() {
             let changed = self.offers_changed || !batch.ready.is_empty();
-            for (i, c) in self.claims.iter_mut().enumerate() {
-                if self.woken.contains(&c.ask.agent) {
-                    continue;
-                }
-                if changed || !c.tried {
-                    c.tried = true;
-                    batch.claims.push(ClaimRequest {
-                        agent: c.ask.agent.clone(),
-                        labels: c.ask.labels.clone(),
-                        executors: c.ask.executors.clone(),
-                        max: c.ask.max,
-                        now: millis(now),
-                        lease_until,
-                    });
-                    asked.push(i);
+            // The store serves claims in order: agents with free slots
+            // first, then those claiming ahead.
+            for ahead in [false, true] {
+                for (i, c) in self.claims.iter_mut().enumerate() {
+                    if c.ask.want.ahead != ahead || self.woken.contains(&c.ask.agent) {
+                        continue;
+                    }
+                    if changed || !c.tried {
+                        c.tried = true;
+                        batch.claims.push(ClaimRequest {
+                            agent: c.ask.agent.clone(),
+                            labels: c.ask.labels.clone(),
+                            executors: c.ask.executors.clone(),
+                            max: c.ask.want.max,
+                            now: millis(now),
+                            lease_until,
+                        });
+                        asked.push(i);
+                    }
                 }
             }
         }

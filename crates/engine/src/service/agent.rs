@@ -11,9 +11,9 @@ use ganger_executor::{KillMode, LogLine, LogSink};
 use ganger_store::TaskKey;
 use tokio::sync::{mpsc, watch};
 
-use super::Engine;
 use super::actor::{AgentReport, Assignment};
 use super::logs::LogHub;
+use super::{Engine, Want};
 
 /// The in-process agent's name in claims and attempts.
 pub(crate) const LOCAL_AGENT: &str = "local";
@@ -55,10 +55,10 @@ pub(crate) async fn run(engine: Engine, local: Local) {
     let (kill_tx, mut kills) = mpsc::unbounded_channel();
     engine.attach(LOCAL_AGENT, kill_tx);
     let labels = vec![format!("agent={LOCAL_AGENT}")];
-    let executors = vec!["process".to_owned()];
+    let executors = settings.executors();
     let mut running: HashMap<TaskKey, (u32, watch::Sender<Option<KillMode>>)> = HashMap::new();
-    // Claimed ahead, one per slot at most: when a task ends, the next starts
-    // at once instead of waiting for a claim to be committed.
+    // Claimed ahead (see `Want`): when a task ends, the next starts at once
+    // instead of waiting for a claim to be committed.
     let mut ahead: VecDeque<Assignment> = VecDeque::new();
     let (progress_tx, mut progress) = mpsc::unbounded_channel::<Progress>();
     // Results handed to no one yet: the agent is idle only without them.
@@ -86,13 +86,15 @@ pub(crate) async fn run(engine: Engine, local: Local) {
         if stopping && running.is_empty() && unreported == 0 {
             return;
         }
-        let wanted = (2 * slots as usize).saturating_sub(running.len() + ahead.len()) as u32;
-        if claim.is_none() && wanted > 0 && !stopping {
+        if claim.is_none()
+            && !stopping
+            && let Some(want) = Want::next(slots as usize, running.len(), ahead.len())
+        {
             let engine = engine.clone();
             let (labels, executors) = (labels.clone(), executors.clone());
             claim = Some(Box::pin(async move {
                 engine
-                    .claim(LOCAL_AGENT, labels, executors, wanted, CLAIM_WAIT)
+                    .claim(LOCAL_AGENT, labels, executors, want, CLAIM_WAIT)
                     .await
             }));
         }
@@ -184,7 +186,26 @@ fn start(
             let key = key.clone();
             move || engine.report_in_order(LOCAL_AGENT, &key, attempt, AgentReport::Started)
         };
-        let ended = attempt::run(a.spec, &workdir, &settings, sink, kill, started).await;
+        let listeners = {
+            let (engine, key) = (engine.clone(), key.clone());
+            attempt::Listeners {
+                lines: sink,
+                progress: Arc::new(move |progress| {
+                    let report = AgentReport::Progress { progress };
+                    engine.report_in_order(LOCAL_AGENT, &key, attempt, report);
+                }),
+            }
+        };
+        let ended = attempt::run(
+            a.spec,
+            &key.run_id,
+            &workdir,
+            &settings,
+            listeners,
+            kill,
+            started,
+        )
+        .await;
         // The slot frees before the result is committed, so the next claim
         // rides in the same commit as this result.
         let _ = progress.send(Progress::Exited(key.clone()));

@@ -31,6 +31,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use actor::{AgentReport, Assignment, KillOrder};
 pub use error::EngineError;
+pub use ganger_agent::Want;
+use ganger_agent::{Docker, ProcessRecords};
 
 use actor::{ClaimAsk, Command, Submission};
 use jobs::Catalog;
@@ -54,6 +56,9 @@ pub struct EngineConfig {
     pub local_slots: Option<u32>,
     /// The environment tasks of the in-process agent start from.
     pub base_env: Vec<(String, String)>,
+    /// Where the in-process agent runs `executor: docker` tasks; without
+    /// it, they wait for a remote agent that has Docker.
+    pub docker: Option<Docker>,
 }
 
 /// One piece of a task's log, as `GET …/logs` streams it.
@@ -116,6 +121,19 @@ impl Engine {
     /// Recovers the unfinished runs from the store and starts the actor
     /// (and the in-process agent when configured).
     pub async fn open(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, EngineError> {
+        // A server killed with its tasks running left them running; they
+        // run again as recovered attempts, so the old ones must go first.
+        let records = ProcessRecords::new(config.data_dir.join("processes"));
+        match records.reap() {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "ganger: killed {n} task process group(s) left running by a server that died"
+            ),
+            Err(e) => eprintln!(
+                "ganger: cannot read {}: {e}; tasks a dead server left running may still run",
+                records.dir().display()
+            ),
+        }
         let catalog = Arc::new(Catalog::new(Arc::clone(&store)));
         let logs = LogHub::new(&config.data_dir);
         let mut actor = actor::Actor::new(
@@ -145,14 +163,23 @@ impl Engine {
             }),
         };
         if let Some(slots) = config.local_slots.filter(|s| *s > 0) {
-            engine.seen(
-                agent::LOCAL_AGENT,
-                Some((vec![], vec!["process".into()], slots)),
-            );
-            let settings = ganger_agent::attempt::Settings::new(
+            let mut settings = ganger_agent::attempt::Settings::new(
                 config.kill_grace,
                 config.log_cap,
                 config.base_env.clone(),
+            )
+            .recording(records);
+            if let Some(docker) = config.docker.clone() {
+                settings = settings.with_docker(docker);
+            }
+            settings.start_job_api().await.map_err(|e| {
+                EngineError::Internal(format!(
+                    "cannot start the job endpoint of the in-process agent: {e}"
+                ))
+            })?;
+            engine.seen(
+                agent::LOCAL_AGENT,
+                Some((vec![], settings.executors(), slots)),
             );
             let local = agent::Local {
                 slots,
@@ -562,14 +589,14 @@ impl Engine {
         });
     }
 
-    /// Long poll: up to `max` tasks this agent can run, as soon as there
-    /// are any, or none after `wait`.
+    /// Long poll: tasks this agent can run, as soon as there are any, or
+    /// none after `wait`.
     pub async fn claim(
         &self,
         agent: &str,
         labels: Vec<String>,
         executors: Vec<String>,
-        max: u32,
+        want: Want,
         wait: Duration,
     ) -> Result<Vec<Assignment>, EngineError> {
         self.seen(agent, None);
@@ -577,7 +604,7 @@ impl Engine {
             agent: agent.to_owned(),
             labels,
             executors,
-            max,
+            want,
             until: tokio::time::Instant::now() + wait,
         };
         self.ask(|reply| Command::Claim(ask, reply)).await

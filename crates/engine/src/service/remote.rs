@@ -17,7 +17,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::actor::{AgentReport, KillOrder};
-use super::{Engine, EngineError, agent::LOCAL_AGENT};
+use super::{Engine, EngineError, Want, agent::LOCAL_AGENT};
 
 /// The longest a claim may wait for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -52,12 +52,13 @@ fn key_of(a: &wire::AttemptRef) -> Result<(TaskKey, Phase), EngineError> {
 }
 
 fn exit_of(e: wire::Exit) -> Result<Exit, EngineError> {
-    match (e.code, e.signal, e.error) {
-        (Some(code), None, None) => Ok(Exit::Code(code)),
-        (None, Some(signal), None) => Ok(Exit::Signal(signal)),
-        (None, None, Some(error)) => Ok(Exit::Error(error)),
+    match (e.code, e.signal, e.error, e.interrupted) {
+        (Some(code), None, None, None) => Ok(Exit::Code(code)),
+        (None, Some(signal), None, None) => Ok(Exit::Signal(signal)),
+        (None, None, Some(error), None) => Ok(Exit::Error(error)),
+        (None, None, None, Some(reason)) => Ok(Exit::Interrupted(reason)),
         _ => Err(EngineError::InvalidRequest(
-            "exit must hold exactly one of code, signal or error".into(),
+            "exit must hold exactly one of code, signal, error or interrupted".into(),
         )),
     }
 }
@@ -166,7 +167,16 @@ impl Engine {
             .map_or(MAX_WAIT, Duration::from_millis)
             .min(MAX_WAIT);
         let got = self
-            .claim(&req.agent_id, labels, executors, max, wait)
+            .claim(
+                &req.agent_id,
+                labels,
+                executors,
+                Want {
+                    max,
+                    ahead: req.ahead,
+                },
+                wait,
+            )
             .await?;
         let mut tasks = Vec::with_capacity(got.len());
         for a in got {
@@ -248,6 +258,24 @@ impl Engine {
         self.registered(&s.agent_id)?;
         let (key, _) = key_of(&s.attempt)?;
         self.report(&s.agent_id, &key, s.attempt.attempt, AgentReport::Started)
+            .await
+    }
+
+    /// How far along an attempt says it is; 400 outside `0.0..=1.0`.
+    /// Like a result, it needs no registration, only the attempt's claim: a
+    /// server that restarted still hears it.
+    pub async fn agent_progress(&self, p: wire::Progress) -> Result<(), EngineError> {
+        let (key, _) = key_of(&p.attempt)?;
+        if !(0.0..=1.0).contains(&p.progress) {
+            return Err(EngineError::InvalidRequest(format!(
+                "progress is {}; it must be a number from 0.0 to 1.0",
+                p.progress
+            )));
+        }
+        let report = AgentReport::Progress {
+            progress: p.progress,
+        };
+        self.report(&p.agent_id, &key, p.attempt.attempt, report)
             .await
     }
 
@@ -421,7 +449,7 @@ mod tests {
             exit_of(wire::Exit {
                 code: Some(0),
                 signal: Some(9),
-                error: None
+                ..Default::default()
             })
             .is_err()
         );

@@ -80,5 +80,6 @@ fn attempt(a: &Attempt) -> api::AttemptView {
         agent: a.agent.clone(),
         started_at: a.started_at,
         finished_at: a.finished_at,
+        progress: a.progress,
     }
 }

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use ganger_api::ErrorBody;
 use ganger_api::agent::{
-    Claim, Claimed, Deregister, Finished, Heartbeat, HeartbeatAck, LogAck, LogChunk, Register,
-    Registered, Started,
+    Claim, Claimed, Deregister, Finished, Heartbeat, HeartbeatAck, LogAck, LogChunk, Progress,
+    Register, Registered, Started,
 };
 
 use crate::error::ApiError;
@@ -91,6 +91,28 @@ pub(crate) async fn started(
     Json(body): Json<Started>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.engine.agent_started(body).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// How far along an attempt is, as its task told the agent.
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/progress",
+    operation_id = "agent_progress",
+    tag = "agent protocol",
+    request_body = Progress,
+    responses(
+        (status = 200, description = "Recorded; shown in the run's attempt as `progress`."),
+        (status = 400, description = "`progress` is not a number from 0.0 to 1.0, or the message is malformed.", body = ErrorBody),
+        (status = 409, description = "The attempt is no longer this agent's (`stale_attempt`): kill it.", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn progress(
+    State(state): State<AppState>,
+    Json(body): Json<Progress>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.engine.agent_progress(body).await?;
     Ok(Json(serde_json::json!({})))
 }
 

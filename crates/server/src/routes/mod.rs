@@ -49,6 +49,7 @@ fn table() -> (
         .routes(routes!(agent_protocol::claim))
         .routes(routes!(agent_protocol::heartbeat))
         .routes(routes!(agent_protocol::started))
+        .routes(routes!(agent_protocol::progress))
         .routes(routes!(agent_protocol::logs))
         .routes(routes!(agent_protocol::result))
         .routes(routes!(agent_protocol::deregister));

@@ -63,6 +63,7 @@ impl Api {
             log_cap: Some(1 << 20),
             local_slots: (slots > 0).then_some(slots),
             base_env: std::env::vars().collect(),
+            docker: None,
         };
         let engine = Engine::open(store, config).await.expect("engine opens");
         let [admin, operator, viewer, agent] = <[String; 4]>::try_from(tokens).expect("4 roles");

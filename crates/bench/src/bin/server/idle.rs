@@ -119,6 +119,7 @@ async fn claims(api: Api, agent_id: String, stats: Arc<Stats>, stop: Arc<AtomicB
         agent_id,
         max: 1,
         wait_ms: Some(CLAIM_WAIT_MS),
+        ahead: false,
     };
     loop {
         stats.claims_sent.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,326 @@
+//! `executor: docker` through the real binaries and the real Docker engine:
+//! the server's in-process agent, remote agents, `ganger run`.
+//!
+//! Tasks use the local image `ganger-test-busybox:latest`, built by
+//! `scripts/test-image` (no registry is needed). Without a reachable engine
+//! each test prints a skip line and passes, unless `GANGER_REQUIRE_DOCKER=1`
+//! (set by `scripts/test` when the engine answers), which makes it fail.
+//! Containers are found by their `ganger.run` label, with the docker CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::agent::{Agent, agent_token};
+use common::process::poll_until;
+use common::server::Server;
+use common::{Case, DEADLINE};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const IMAGE: &str = "ganger-test-busybox:latest";
+
+/// Whether the engine answers; builds the test image once. Without an
+/// engine, a skip line (or a failure when Docker is required).
+fn docker(test: &str) -> bool {
+    let answers = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var("GANGER_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "GANGER_REQUIRE_DOCKER=1 but `docker info` fails"
+        );
+        eprintln!("skipping {test}: no Docker engine");
+        return false;
+    }
+    static IMAGE_BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = IMAGE_BUILT.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-image");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = built {
+        panic!("the test image is needed: {e}");
+    }
+    true
+}
+
+/// Containers (running or not) of run `id`.
+fn containers_of(id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label=ganger.run={id}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name} in {run:#}"))
+}
+
+fn last_attempt<'a>(run: &'a Value, name: &str) -> &'a Value {
+    let attempts = task(run, name)["attempts"].as_array().expect("attempts");
+    attempts.last().expect("an attempt")
+}
+
+fn finished(run: &Value) -> bool {
+    matches!(
+        run["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+#[test]
+fn a_container_task_shows_its_output_exit_code_env_and_workspace() {
+    if !docker("output") {
+        return;
+    }
+    let server = Server::start();
+    server.apply(
+        "box.yml",
+        &format!(
+            r#"
+jobs:
+  boxed:
+    env: {{ GREETING: hello }}
+    tasks:
+      inside:
+        executor: docker
+        image: {IMAGE}
+        pull: never
+        run: |
+          echo "$GREETING from the container, task $GANGER_TASK"
+          echo made-inside > /workspace/result.txt
+          echo "answer=42" >> "$GANGER_OUTPUT"
+      fails:
+        needs: [inside]
+        executor: docker
+        image: {IMAGE}
+        run: |
+          echo "upstream said {{{{ tasks.inside.outputs.answer }}}}"
+          exit 3
+"#
+        ),
+    );
+    let id = server.submit(&["boxed"]);
+    let run = server.wait_status(&id, "finished", finished);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(task(&run, "inside")["status"], "succeeded", "{run:#}");
+    assert_eq!(last_attempt(&run, "fails")["exit_code"], 3, "{run:#}");
+    let logs = server.ok(&["logs", &id, "inside"]);
+    assert!(
+        logs.contains("hello from the container, task inside"),
+        "{logs}"
+    );
+    let logs = server.ok(&["logs", &id, "fails"]);
+    assert!(logs.contains("upstream said 42"), "{logs}");
+    let made = server
+        .tmp
+        .path()
+        .join("data/runs")
+        .join(&id)
+        .join("inside/result.txt");
+    let text = std::fs::read_to_string(&made).unwrap_or_else(|e| panic!("{}: {e}", made.display()));
+    assert_eq!(text.trim(), "made-inside");
+    assert!(containers_of(&id).is_empty(), "{:?}", containers_of(&id));
+}
+
+#[test]
+fn a_timed_out_container_is_stopped_and_removed() {
+    if !docker("timeout") {
+        return;
+    }
+    let server = Server::start();
+    server.apply(
+        "slow.yml",
+        &format!(
+            r#"
+jobs:
+  slow:
+    tasks:
+      sleeps:
+        executor: docker
+        image: {IMAGE}
+        pull: never
+        timeout: 2s
+        run: echo started; sleep 300
+"#
+        ),
+    );
+    let id = server.submit(&["slow"]);
+    let run = server.wait_status(&id, "finished", finished);
+    assert_eq!(task(&run, "sleeps")["status"], "timed_out", "{run:#}");
+    assert!(containers_of(&id).is_empty(), "{:?}", containers_of(&id));
+}
+
+#[test]
+fn bad_container_tasks_fail_clearly_and_leave_nothing() {
+    if !docker("bad input") {
+        return;
+    }
+    let server = Server::start();
+    server.apply(
+        "bad.yml",
+        r#"
+jobs:
+  missing:
+    tasks:
+      t:
+        executor: docker
+        image: ganger-no-such-image:1
+        pull: never
+        run: "true"
+  volume:
+    tasks:
+      t:
+        executor: docker
+        image: ganger-test-busybox:latest
+        pull: never
+        volumes: ["relative/path:/x"]
+        run: "true"
+"#,
+    );
+    for (job, expected) in [("missing", "pull: never"), ("volume", "relative/path")] {
+        let id = server.submit(&[job]);
+        let run = server.wait_status(&id, "finished", finished);
+        assert_eq!(run["status"], "failed", "{run:#}");
+        let reason = last_attempt(&run, "t")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(reason.contains(expected), "{job}: {reason}\n{run:#}");
+        assert!(containers_of(&id).is_empty(), "{:?}", containers_of(&id));
+    }
+}
+
+#[test]
+fn a_docker_task_waits_for_an_agent_with_docker_and_says_so() {
+    if !docker("routing") {
+        return;
+    }
+    let server = Server::start_with(&[("GANGER_SERVER_LOCAL_AGENT", "false")]);
+    let token = agent_token(&server);
+    // This agent's engine does not answer: it registers for processes only.
+    let mut cmd = common::agent::agent_command(&server, &token, "nodocker");
+    cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let mut running = common::spawn(cmd);
+    running.wait_for_output("no docker tasks will run here");
+    running.wait_for_output("registered with");
+    server.apply(
+        "d.yml",
+        &format!(
+            "jobs:\n  d:\n    tasks:\n      t: {{executor: docker, image: {IMAGE}, run: 'true'}}\n"
+        ),
+    );
+    let id = server.submit(&["d"]);
+    let run = server.wait_status(&id, "waiting", |r| {
+        task(r, "t")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("docker"))
+    });
+    assert_eq!(task(&run, "t")["status"], "ready", "{run:#}");
+    server.ok(&["cancel", &id]);
+    drop(running);
+}
+
+#[test]
+fn an_agent_killed_during_a_container_task_removes_it_when_restarted() {
+    if !docker("agent kill") {
+        return;
+    }
+    let server = Server::start_with(&[
+        ("GANGER_SERVER_LOCAL_AGENT", "false"),
+        ("GANGER_SERVER_LEASE", "2s"),
+        ("GANGER_SERVER_HEARTBEAT", "500ms"),
+    ]);
+    let token = agent_token(&server);
+    let one = Agent::start(&server, &token, "boxer", &[]);
+    server.apply(
+        "long.yml",
+        &format!(
+            r#"
+jobs:
+  long:
+    tasks:
+      t:
+        executor: docker
+        image: {IMAGE}
+        pull: never
+        run: sleep 300
+"#
+        ),
+    );
+    let id = server.submit(&["long"]);
+    poll_until("the task's container runs", DEADLINE, || {
+        !containers_of(&id).is_empty()
+    });
+    one.signal(Signal::SIGKILL);
+    let mut one = one;
+    let _ = one.running.take().expect("running").wait();
+    assert!(!containers_of(&id).is_empty(), "it outlives its agent");
+    // The same agent started again removes what it left.
+    let _again = Agent::start(&server, &token, "boxer", &[]);
+    poll_until("the orphaned container is removed", DEADLINE, || {
+        containers_of(&id).is_empty()
+    });
+    let run = server.wait_status(&id, "finished", finished);
+    assert_eq!(last_attempt(&run, "t")["status"], "lost", "{run:#}");
+}
+
+#[test]
+fn ganger_run_runs_container_tasks_and_passes_their_outputs_on() {
+    if !docker("ganger run") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("job.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+jobs:
+  j:
+    tasks:
+      build:
+        executor: docker
+        image: {IMAGE}
+        pull: never
+        resources: {{ memory: 64Mi }}
+        run: |
+          cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max
+          echo "v=7" >> "$GANGER_OUTPUT"
+      use:
+        needs: [build]
+        run: echo "got {{{{ tasks.build.outputs.v }}}}"
+"#
+        ),
+    )
+    .expect("write job");
+    let run = Case::file(file).job("j").no_dir().run();
+    run.expect_code(0);
+    // Task output goes to stderr when the run's record is on stdout.
+    assert!(run.out.stderr.contains("got 7"), "{run}");
+    assert!(run.out.stderr.contains("67108864"), "{run}");
+}
