@@ -208,10 +208,8 @@ impl JobApi {
         let servers = listeners
             .into_iter()
             .map(|listener| {
-                let serve = axum::serve(listener, router.clone());
-                // It returns only if the listener breaks for good; tasks
-                // then find no endpoint, which they report themselves.
-                tokio::spawn(async move { drop(serve.await) }).abort_handle()
+                // Serves until the last clone of the `JobApi` is dropped.
+                tokio::spawn(accept(listener, router.clone())).abort_handle()
             })
             .collect();
         Ok(JobApi {
@@ -407,6 +405,32 @@ struct PutAnswer {
     progress: Option<f64>,
 }
 
+/// Serves connections for as long as it runs. Not `axum::serve`: a
+/// task's simplest client (`printf … | nc host port`) closes its sending
+/// side once the request is out, and a server that reads that as the
+/// client leaving drops the request half-handled. Half-closed connections
+/// are served to the end here.
+async fn accept(listener: tokio::net::TcpListener, router: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, say: try again shortly rather than
+            // give up the endpoint.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn put(entry: &Entry, request: Request) -> Result<Response, Refusal> {
     let (parts, body) = request.into_parts();
     // Everything is checked before anything is recorded: a refused PUT
@@ -521,7 +545,7 @@ async fn outputs(body: Body) -> Result<BTreeMap<String, String>, Refusal> {
     };
     let mut outputs = BTreeMap::new();
     for (key, value) in map {
-        if !is_output_key(&key) {
+        if !ganger_executor::is_valid_output_key(&key) {
             return Err(Refusal::bad(format!(
                 "output name `{key}` must start with a letter or `_` and hold only letters, digits, `_`, `.` and `-`"
             )));
@@ -540,17 +564,6 @@ async fn outputs(body: Body) -> Result<BTreeMap<String, String>, Refusal> {
         outputs.insert(key, text);
     }
     Ok(outputs)
-}
-
-/// The rule for output names of the `$GANGER_OUTPUT` file, so that both
-/// ways of setting outputs accept the same names (templates read them as
-/// `tasks.<name>.outputs.<key>`).
-fn is_output_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
@@ -620,6 +633,30 @@ mod tests {
 
     fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
         h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_its_sending_side_still_gets_its_put_done() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (api, handle, seen) = one_job().await;
+        let url = handle.url(0).expect("one listener");
+        let path = url
+            .split_once("/job/")
+            .map(|(_, s)| format!("/job/{s}"))
+            .expect("path");
+        // What `printf … | nc host port` does.
+        let mut stream = tokio::net::TcpStream::connect(api.addrs()[0])
+            .await
+            .expect("connects");
+        let request = format!(
+            "PUT {path} HTTP/1.0\r\nx-ganger-job-status: running\r\nx-ganger-job-progress: 0.5\r\ncontent-length: 0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("sends");
+        stream.shutdown().await.expect("half-closes");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("reads");
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        assert_eq!(seen.lock().expect("not poisoned").len(), 1);
     }
 
     #[tokio::test]

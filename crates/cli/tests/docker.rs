@@ -324,3 +324,62 @@ jobs:
     assert!(run.out.stderr.contains("got 7"), "{run}");
     assert!(run.out.stderr.contains("67108864"), "{run}");
 }
+
+/// Sends an HTTP request with busybox's `nc` to the host and port of
+/// `$GANGER_JOB_URL` (busybox's static wget cannot run here): `$1` is the
+/// method, `$2` the headers (with `\r\n` escapes), `$3` the body.
+const JOB_CALL: &str = r#"
+call() {
+  hp=$(echo "$GANGER_JOB_URL" | sed -e 's,^http://,,' -e 's,/.*$,,')
+  path=$(echo "$GANGER_JOB_URL" | sed -e 's,^http://[^/]*,,')
+  printf '%s %s HTTP/1.0\r\n%bcontent-length: %s\r\n\r\n%s' "$1" "$path" "$2" "${#3}" "$3" \
+    | nc "${hp%:*}" "${hp##*:}"
+}
+"#;
+
+#[test]
+fn a_container_reports_progress_and_outputs_through_its_job_endpoint() {
+    if !docker("job endpoint") {
+        return;
+    }
+    let server = Server::start();
+    let script = format!(
+        "{JOB_CALL}\n\
+         call GET '' '' | tail -n 1 > /workspace/job.json\n\
+         call PUT 'x-foreman-job-status: running\\r\\nx-foreman-job-progress: 0.25\\r\\n' '{{\"answer\":\"42\"}}' | head -n 1\n\
+         while [ ! -e /workspace/release ]; do sleep 0.05; done\n\
+         call PUT 'x-ganger-job-status: completed\\r\\n' '' | head -n 1\n"
+    );
+    let job = serde_json::json!({
+        "jobs": {"progress": {
+            "params": {"who": {"default": "tester"}},
+            "tasks": {
+                "boxed": {
+                    "executor": "docker", "image": IMAGE, "pull": "never",
+                    "body": {"greet": "hi {{ params.who }}"},
+                    "run": script,
+                },
+                "after": {"needs": ["boxed"], "run": "echo \"got {{ tasks.boxed.outputs.answer }}\""},
+            },
+        }},
+    });
+    server.apply("progress.json", &job.to_string());
+    let id = server.submit(&["progress"]);
+    let run = server.wait_status(&id, "progress reported", |r| {
+        last_attempt(r, "boxed")["progress"] == 0.25
+    });
+    assert_eq!(task(&run, "boxed")["status"], "running", "{run:#}");
+    let table = server.ok(&["status", &id]);
+    assert!(table.contains("25%"), "{table}");
+    let workspace = server.tmp.path().join("data/runs").join(&id).join("boxed");
+    let job_seen = std::fs::read_to_string(workspace.join("job.json")).expect("job.json");
+    let job_seen: Value = serde_json::from_str(&job_seen).expect("the job as JSON");
+    assert_eq!(job_seen["body"]["greet"], "hi tester", "{job_seen}");
+    assert_eq!(job_seen["task"], "boxed");
+    std::fs::write(workspace.join("release"), "").expect("release");
+    let run = server.wait_status(&id, "finished", finished);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(last_attempt(&run, "boxed")["progress"], 1.0, "{run:#}");
+    let logs = server.ok(&["logs", &id, "after"]);
+    assert!(logs.contains("got 42"), "{logs}");
+}

@@ -52,5 +52,6 @@ pub use docker::{
     ServiceSpec, WORKSPACE_MOUNT,
 };
 pub use error::SpawnError;
+pub use outputs::is_valid_key as is_valid_output_key;
 pub use process::{RunningProcess, spawn};
 pub use types::{KillMode, LogLine, LogSink, Outcome, ProcessSpec, Stream, Termination};

@@ -86,8 +86,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     parsed
 }
 
-/// `^[A-Za-z_][A-Za-z0-9_.-]*$`
-fn is_valid_key(key: &str) -> bool {
+/// Whether `key` can name an output: `^[A-Za-z_][A-Za-z0-9_.-]*$`, so that
+/// templates read it as `tasks.<name>.outputs.<key>`. Every way of setting
+/// outputs follows it.
+pub fn is_valid_key(key: &str) -> bool {
     let mut chars = key.chars();
     chars
         .next()
