@@ -383,3 +383,48 @@ fn a_container_reports_progress_and_outputs_through_its_job_endpoint() {
     let logs = server.ok(&["logs", &id, "after"]);
     assert!(logs.contains("got 42"), "{logs}");
 }
+
+#[test]
+fn a_sidecar_declared_in_yaml_is_reachable_by_name_and_removed_after() {
+    if !docker("sidecar") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("job.yml");
+    // Busybox's static build resolves names with nslookup only (Docker's
+    // DNS), and speaks HTTP with nc.
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+jobs:
+  s:
+    tasks:
+      t:
+        executor: docker
+        image: {IMAGE}
+        pull: never
+        services:
+          - name: web
+            image: {IMAGE}
+            command: [sh, -c, "mkdir -p /www && echo sidecar-says-hi > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        run: |
+          for i in $(seq 200); do
+            ip=$(nslookup web 2>/dev/null | sed -n 's/^Address: *\([0-9.]*\)$/\1/p' | tail -n 1)
+            if [ -n "$ip" ]; then
+              body=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc "$ip" 8080 2>/dev/null | tail -n 1)
+              if [ -n "$body" ]; then echo "$body"; exit 0; fi
+            fi
+            sleep 0.1
+          done
+          exit 1
+"#
+        ),
+    )
+    .expect("write job");
+    let run = Case::file(file).job("s").no_dir().run();
+    run.expect_code(0);
+    assert!(run.out.stderr.contains("sidecar-says-hi"), "{run}");
+    let id = run.record["id"].as_str().expect("id").to_owned();
+    assert!(containers_of(&id).is_empty(), "{:?}", containers_of(&id));
+}
