@@ -22,7 +22,6 @@ mod orphans;
 pub mod remote;
 mod ship;
 mod task;
-mod want;
 pub mod workdir;
 
 pub use client::{Client, ClientError, parse_server};
@@ -31,5 +30,4 @@ pub use job_api::{JobApi, JobHandle, JobInfo, JobProgress};
 pub use notice::Notice;
 pub use orphans::ProcessRecords;
 pub use remote::{AgentConfig, AgentError, check_label, check_name, run, run_until};
-pub use want::Want;
 pub use workdir::Workdir;

@@ -29,7 +29,7 @@ use crate::container::{DEFAULT_NETWORK, Docker};
 use crate::notice::{Notice, Notices};
 use crate::orphans::ProcessRecords;
 use crate::task::{self, Ctx, Order, Orders, Progress, describe, escalate};
-use crate::want::Want;
+use ganger_core::claiming::Want;
 
 /// How long running tasks get to finish on shutdown, and between SIGTERM
 /// and SIGKILL when a task is stopped (DESIGN §4's `grace`).

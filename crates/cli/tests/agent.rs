@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::DEADLINE;
 use common::agent::{Agent, agent_command, agent_token, token};
+use common::http::Http;
 use common::process::{poll_until, process_gone, read_pid, wait_for};
 use common::server::Server;
 use nix::sys::signal::{Signal, kill};
@@ -290,97 +291,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// The server's HTTP API called directly, with whatever token (or none)
-/// and body a test wants, malformed ones included.
-struct Http {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    /// The server's admin token.
-    admin: String,
-}
-
-impl Http {
-    fn new(server: &Server) -> Http {
-        let admin = std::fs::read_to_string(server.tmp.path().join("data/admin.token"))
-            .expect("admin token");
-        Http {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
-            http: reqwest::Client::new(),
-            base: server.addr.clone(),
-            admin: admin.trim().to_owned(),
-        }
-    }
-
-    fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        self.rt.block_on(async {
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            let text = resp.text().await.expect("body");
-            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            (status, body)
-        })
-    }
-
-    /// `auth` is the whole Authorization header, or none.
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        auth: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(auth) = auth {
-            req = req.header("authorization", auth);
-        }
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_owned());
-        }
-        self.send(req)
-    }
-
-    fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        self.request(
-            reqwest::Method::POST,
-            path,
-            Some(&auth),
-            Some(&body.to_string()),
-        )
-    }
-
-    fn post_raw(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        self.request(reqwest::Method::POST, path, Some(&auth), Some(body))
-    }
-
-    fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        self.request(reqwest::Method::GET, path, Some(&auth), None)
-    }
-
-    /// What the API says about every run and about each one: to compare
-    /// before and after messages that must change nothing.
-    fn snapshot(&self) -> (Value, BTreeMap<String, Value>) {
-        let (status, list) = self.get("/api/v1/runs?limit=1000", &self.admin);
-        assert_eq!(status, 200, "{list}");
-        let mut runs = BTreeMap::new();
-        for run in list["runs"].as_array().expect("runs") {
-            let id = run["id"].as_str().expect("id");
-            let (status, detail) = self.get(&format!("/api/v1/runs/{id}"), &self.admin);
-            assert_eq!(status, 200, "{detail}");
-            runs.insert(id.to_owned(), detail);
-        }
-        (list, runs)
-    }
 }
 
 /// An attempt as the agent protocol names it.

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use common::agent::{Agent, agent_token};
 use common::process::poll_until;
 use common::server::Server;
-use common::{Case, DEADLINE};
+use common::{Case, DEADLINE, Run};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -69,6 +69,14 @@ fn containers_of(id: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// `ganger run` of `job` in a job file holding `yaml`.
+fn run_yaml(job: &str, yaml: &str) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("job.yml");
+    std::fs::write(&file, yaml).expect("write job");
+    Case::file(file).job(job).no_dir().run()
 }
 
 fn task<'a>(run: &'a Value, name: &str) -> &'a Value {
@@ -294,11 +302,9 @@ fn ganger_run_runs_container_tasks_and_passes_their_outputs_on() {
     if !docker("ganger run") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("job.yml");
-    std::fs::write(
-        &file,
-        format!(
+    let run = run_yaml(
+        "j",
+        &format!(
             r#"
 jobs:
   j:
@@ -316,9 +322,7 @@ jobs:
         run: echo "got {{{{ tasks.build.outputs.v }}}}"
 "#
         ),
-    )
-    .expect("write job");
-    let run = Case::file(file).job("j").no_dir().run();
+    );
     run.expect_code(0);
     // Task output goes to stderr when the run's record is on stdout.
     assert!(run.out.stderr.contains("got 7"), "{run}");
@@ -389,13 +393,11 @@ fn a_sidecar_declared_in_yaml_is_reachable_by_name_and_removed_after() {
     if !docker("sidecar") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("job.yml");
     // Busybox's static build resolves names with nslookup only (Docker's
     // DNS), and speaks HTTP with nc.
-    std::fs::write(
-        &file,
-        format!(
+    let run = run_yaml(
+        "s",
+        &format!(
             r#"
 jobs:
   s:
@@ -420,9 +422,7 @@ jobs:
           exit 1
 "#
         ),
-    )
-    .expect("write job");
-    let run = Case::file(file).job("s").no_dir().run();
+    );
     run.expect_code(0);
     assert!(run.out.stderr.contains("sidecar-says-hi"), "{run}");
     let id = run.record["id"].as_str().expect("id").to_owned();

@@ -13,68 +13,34 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::DEADLINE;
+use common::http::Http;
 use common::process::{poll_until, process_gone, read_pid};
 use common::server::Server;
 use serde_json::{Value, json};
 
-/// The API, called the way any HTTP client would.
+/// The API, called the way any HTTP client would, as the admin.
 struct Api {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    http: Http,
 }
 
 impl Api {
     fn new(server: &Server) -> Api {
-        let token = std::fs::read_to_string(server.tmp.path().join("data/admin.token"))
-            .expect("admin token");
         Api {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
-            http: reqwest::Client::new(),
-            base: server.addr.clone(),
-            token: token.trim().to_owned(),
+            http: Http::new(server),
         }
     }
 
-    fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        self.rt.block_on(async {
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            let text = resp.text().await.expect("body");
-            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            (status, body)
-        })
-    }
-
     fn get(&self, path: &str) -> (u16, Value) {
-        let req = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        self.send(req)
+        self.http.get(path, &self.http.admin)
     }
 
     fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body);
-        self.send(req)
+        self.http.post(path, &self.http.admin, &body)
     }
 
     fn apply(&self, yaml: &str) -> (u16, Value) {
-        let req = self
-            .http
-            .post(format!("{}/api/v1/jobs", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_owned());
-        self.send(req)
+        self.http
+            .post_as("/api/v1/jobs", &self.http.admin, "application/yaml", yaml)
     }
 
     fn submit(&self, body: Value) -> String {
@@ -364,25 +330,21 @@ fn bad_input_gets_the_right_status_and_changes_nothing() {
     assert_eq!(v["error"]["code"], "invalid_params");
     let (status, v) = api.post("/api/v1/runs", json!({"job": "j", "params": {"m": "1"}}));
     assert_eq!(status, 422, "{v}");
-    let malformed = api
+    let (status, v) = api
         .http
-        .post(format!("{}/api/v1/runs", api.base))
-        .bearer_auth(&api.token)
-        .header("content-type", "application/json")
-        .body("{\"job\": \"j\",");
-    let (status, v) = api.send(malformed);
+        .post_raw("/api/v1/runs", &api.http.admin, "{\"job\": \"j\",");
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_request");
     assert_eq!(api.count_runs(), 0);
 
     // A wrong token or none: 401, whatever the route.
     for token in ["", "not-a-token"] {
-        let req = api
-            .http
-            .post(format!("{}/api/v1/runs", api.base))
-            .header("authorization", format!("Bearer {token}"))
-            .json(&json!({"job": "j"}));
-        let (status, v) = api.send(req);
+        let (status, v) = api.http.request(
+            reqwest::Method::POST,
+            "/api/v1/runs",
+            Some(&format!("Bearer {token}")),
+            Some(&json!({"job": "j"}).to_string()),
+        );
         assert_eq!(status, 401, "{v}");
         assert_eq!(v["error"]["code"], "unauthorized");
     }

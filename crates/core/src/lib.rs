@@ -6,6 +6,7 @@
 //! come out, so the same rules drive `ganger run`, the server and tests.
 
 pub mod admission;
+pub mod claiming;
 mod decode;
 pub mod diag;
 pub mod graph;

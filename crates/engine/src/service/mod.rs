@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use actor::{AgentReport, Assignment, KillOrder};
 pub use error::EngineError;
-pub use ganger_agent::Want;
 use ganger_agent::{Docker, ProcessRecords};
+pub use ganger_core::claiming::Want;
 
 use actor::{ClaimAsk, Command, Submission};
 use jobs::Catalog;
