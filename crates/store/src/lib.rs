@@ -85,6 +85,7 @@
 mod error;
 mod memory;
 mod pg;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;

@@ -34,7 +34,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder, Transaction};
 
-use crate::error::BoxError;
+use crate::sql::{
+    FullRunRecord, JobRecord, RunRecord, claim_is_void, corrupt, db_err, is_foreign_key_violation,
+    is_unique_violation, to_u32,
+};
 use crate::{
     Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, JobVersion, NewRun, Page,
     Result, RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
@@ -291,40 +294,14 @@ impl PgWakeups {
     }
 }
 
-fn db_err(op: impl Into<String>, e: sqlx::Error) -> StoreError {
-    StoreError::Database {
-        op: op.into(),
-        source: Box::new(e) as BoxError,
-    }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
-}
-
-fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_foreign_key_violation())
-}
-
-fn corrupt(op: &str, detail: String) -> StoreError {
-    StoreError::Corrupt {
-        op: op.to_owned(),
-        detail,
-    }
-}
-
-fn to_u32(op: &str, column: &str, v: i64) -> Result<u32> {
-    u32::try_from(v).map_err(|_| corrupt(op, format!("{column} = {v} is out of range")))
-}
-
 // Column lists as macros so queries stay `&'static str` and never use
 // `SELECT *`.
+// `priority` is an `integer` column, read as SQLite's integers are, into
+// the row type both backends share.
 macro_rules! run_columns {
     () => {
-        "id, seq, job, version, status, priority, concurrency_key, idempotency_key, \
-         scheduled_at, created_at, started_at, finished_at, reason"
+        "id, seq, job, version, status, priority::bigint AS priority, concurrency_key, \
+         idempotency_key, scheduled_at, created_at, started_at, finished_at, reason"
     };
 }
 macro_rules! claim_columns {
@@ -332,81 +309,6 @@ macro_rules! claim_columns {
         "seq, run_id, task, phase, attempt, priority, tags, executor, spec_json, ready_at, \
          agent, lease_until"
     };
-}
-
-#[derive(FromRow)]
-struct JobRecord {
-    name: String,
-    version: i64,
-    digest: String,
-    created_at: i64,
-}
-
-impl JobRecord {
-    fn into_version(self, op: &str, created: bool) -> Result<JobVersion> {
-        Ok(JobVersion {
-            version: to_u32(op, "jobs.version", self.version)?,
-            name: self.name,
-            digest: self.digest,
-            created,
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct RunRecord {
-    id: String,
-    seq: i64,
-    job: String,
-    version: i64,
-    status: String,
-    priority: i32,
-    concurrency_key: Option<String>,
-    idempotency_key: Option<String>,
-    scheduled_at: Option<i64>,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    reason: Option<String>,
-}
-
-impl RunRecord {
-    fn into_summary(self, op: &str) -> Result<RunSummary> {
-        Ok(RunSummary {
-            version: to_u32(op, "runs.version", self.version)?,
-            priority: self.priority,
-            id: self.id,
-            seq: self.seq,
-            job: self.job,
-            status: self.status,
-            concurrency_key: self.concurrency_key,
-            idempotency_key: self.idempotency_key,
-            scheduled_at: self.scheduled_at,
-            created_at: self.created_at,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            reason: self.reason,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct FullRunRecord {
-    #[sqlx(flatten)]
-    summary: RunRecord,
-    params_json: String,
-    state_json: String,
-}
-
-impl FullRunRecord {
-    fn into_row(self, op: &str) -> Result<RunRow> {
-        Ok(RunRow {
-            summary: self.summary.into_summary(op)?,
-            params_json: self.params_json,
-            state_json: self.state_json,
-        })
-    }
 }
 
 #[derive(FromRow)]
@@ -527,11 +429,6 @@ async fn insert_one(conn: &mut PgConnection, run: &NewRun) -> Result<Inserted> {
             ),
         )),
     }
-}
-
-/// A claim request that can take nothing, whatever is on offer.
-fn claim_is_void(req: &ClaimRequest) -> bool {
-    req.max == 0 || req.executors.is_empty()
 }
 
 /// The parameters `$3` and `$4` of [`CLAIM_SQL`]: the labels, and the key
