@@ -83,9 +83,14 @@ pub struct ServerConfig {
     /// Where the database (by default), task workspaces, logs and the admin
     /// token live.
     pub data: Setting<PathBuf>,
-    /// The SQLite database file; `None`: `<data>/ganger.db`.
-    pub database: Setting<Option<PathBuf>>,
+    /// The database; `None`: SQLite in `<data>/ganger.db`.
+    pub database: Setting<Option<Database>>,
     pub lease: Setting<Duration>,
+    /// How long a replica leads without renewing its lease (PostgreSQL).
+    pub leader_lease: Setting<Duration>,
+    /// The URL other replicas forward requests to while this one leads;
+    /// `None`: `http://` and the address it listens on.
+    pub advertise: Setting<Option<String>>,
     pub heartbeat: Setting<Duration>,
     /// Shutdown and kill grace.
     pub grace: Setting<Duration>,
@@ -98,17 +103,32 @@ pub struct ServerConfig {
     pub docker_network: Setting<String>,
 }
 
+/// Where a server keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file: one server.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: any number of replicas.
+    Postgres(String),
+}
+
 impl ServerConfig {
-    /// The database file to open.
-    pub fn database_path(&self) -> PathBuf {
+    /// The database to open.
+    pub fn database(&self) -> Database {
         self.database
             .value
             .clone()
-            .unwrap_or_else(|| self.data.value.join("ganger.db"))
+            .unwrap_or_else(|| Database::Sqlite(self.data.value.join("ganger.db")))
     }
 
     /// Checks what only holds for the values together; call after flags.
     pub fn check(&self) -> Result<()> {
+        if matches!(self.database(), Database::Sqlite(_)) && self.advertise.value.is_some() {
+            bail!(
+                "advertise ({}) is for replicas on PostgreSQL; with SQLite there is one server: leave it unset",
+                self.advertise.source
+            );
+        }
         if self.heartbeat.value >= self.lease.value {
             bail!(
                 "heartbeat {} ({}) must be shorter than lease {} ({}): agents renew their leases every heartbeat",
@@ -165,8 +185,14 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
 }
 
 /// The `--database` flag's value, read like the `database` key.
-pub fn parse_database_flag(url: &str) -> Result<Option<PathBuf>> {
-    database(&Value::String(url.to_owned())).map_err(|e| anyhow!("flag --database `{url}`: {e}"))
+pub fn parse_database_flag(url: &str) -> Result<Option<Database>> {
+    // The URL is not repeated: it may hold a password.
+    database(&Value::String(url.to_owned())).map_err(|e| anyhow!("flag --database: {e}"))
+}
+
+/// The `--advertise` flag's value, read like the `advertise` key.
+pub fn parse_advertise_flag(url: &str) -> Result<Option<String>> {
+    advertise(&Value::String(url.to_owned())).map_err(|e| anyhow!("flag --advertise: {e}"))
 }
 
 /// The configuration file to read, if any.
@@ -223,6 +249,8 @@ struct RawSection {
     data: Option<Spanned<Value>>,
     database: Option<Spanned<Value>>,
     lease: Option<Spanned<Value>>,
+    leader_lease: Option<Spanned<Value>>,
+    advertise: Option<Spanned<Value>>,
     heartbeat: Option<Spanned<Value>>,
     grace: Option<Spanned<Value>>,
     log_cap: Option<Spanned<Value>>,
@@ -248,6 +276,8 @@ const SERVER_KEYS: &[&str] = &[
     "data",
     "database",
     "lease",
+    "leader_lease",
+    "advertise",
     "heartbeat",
     "grace",
     "log_cap",
@@ -296,6 +326,14 @@ fn parse(
         data: layer.key("server", "data", s.data, "ganger-data".into(), path)?,
         database: layer.key("server", "database", s.database, None, database)?,
         lease: layer.key("server", "lease", s.lease, secs(30), positive_duration)?,
+        leader_lease: layer.key(
+            "server",
+            "leader_lease",
+            s.leader_lease,
+            secs(10),
+            positive_duration,
+        )?,
+        advertise: layer.key("server", "advertise", s.advertise, None, advertise)?,
         heartbeat: layer.key(
             "server",
             "heartbeat",
@@ -443,26 +481,36 @@ fn path(value: &Value) -> Result<PathBuf, String> {
     Ok(PathBuf::from(p))
 }
 
-fn database(value: &Value) -> Result<Option<PathBuf>, String> {
+fn database(value: &Value) -> Result<Option<Database>, String> {
     let url = text(value)?;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(
-            "PostgreSQL is not supported yet: leave `database` unset to use SQLite in <data>/ganger.db, or name an SQLite file"
-                .into(),
-        );
+        return Ok(Some(Database::Postgres(url)));
     }
     if let Some((scheme, _)) = url.split_once("://")
         && scheme != "sqlite"
     {
         return Err(format!(
-            "`{url}`: unknown database kind `{scheme}`; name an SQLite file (a path, or sqlite://path)"
+            "unknown database kind `{scheme}`; name an SQLite file (a path, or sqlite://path) or a PostgreSQL URL (postgres://user@host/db)"
         ));
     }
     let file = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(&url);
-    Ok((!file.is_empty()).then(|| PathBuf::from(file)))
+    Ok((!file.is_empty()).then(|| Database::Sqlite(PathBuf::from(file))))
+}
+
+fn advertise(value: &Value) -> Result<Option<String>, String> {
+    let url = text(value)?;
+    if url.is_empty() {
+        return Ok(None);
+    }
+    match url.split_once("://") {
+        Some(("http", rest)) if !rest.is_empty() => Ok(Some(url.trim_end_matches('/').to_owned())),
+        _ => Err(format!(
+            "`{url}` is not a URL other replicas can reach this one at: write http://host:port"
+        )),
+    }
 }
 
 fn duration(value: &Value) -> Result<Duration, String> {
@@ -599,7 +647,10 @@ mod tests {
         let s = &c.server;
         assert_eq!(s.listen.value, "127.0.0.1:7070");
         assert_eq!(s.data.value, PathBuf::from("ganger-data"));
-        assert_eq!(s.database_path(), PathBuf::from("ganger-data/ganger.db"));
+        assert_eq!(
+            s.database(),
+            Database::Sqlite(PathBuf::from("ganger-data/ganger.db"))
+        );
         assert_eq!(s.lease.value, secs(30));
         assert_eq!(s.heartbeat.value, secs(10));
         assert_eq!(s.grace.value, secs(10));
@@ -705,17 +756,55 @@ mod tests {
     }
 
     #[test]
-    fn postgres_is_refused_clearly_and_sqlite_urls_are_files() -> Result<()> {
-        let e = err(None, &[("GANGER_SERVER_DATABASE", "postgres://db/ganger")]);
-        assert!(e.contains("PostgreSQL is not supported yet"), "{e}");
+    fn databases_are_postgres_urls_or_sqlite_files() -> Result<()> {
+        let c = load(None, &[("GANGER_SERVER_DATABASE", "postgres://db/ganger")])?;
+        assert_eq!(
+            c.server.database(),
+            Database::Postgres("postgres://db/ganger".into())
+        );
+        let e = err(None, &[("GANGER_SERVER_DATABASE", "mysql://db/ganger")]);
+        assert!(e.contains("unknown database kind `mysql`"), "{e}");
 
         let c = load(
             Some("[server]\ndatabase = \"sqlite:///var/lib/g.db\"\n"),
             &[],
         )?;
-        assert_eq!(c.server.database_path(), PathBuf::from("/var/lib/g.db"));
+        assert_eq!(
+            c.server.database(),
+            Database::Sqlite(PathBuf::from("/var/lib/g.db"))
+        );
         let c = load(None, &[("GANGER_SERVER_DATABASE", "here.db")])?;
-        assert_eq!(c.server.database_path(), PathBuf::from("here.db"));
+        assert_eq!(
+            c.server.database(),
+            Database::Sqlite(PathBuf::from("here.db"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn advertise_is_an_http_url_for_replicas_only() -> Result<()> {
+        let c = load(
+            None,
+            &[
+                ("GANGER_SERVER_DATABASE", "postgres://db/ganger"),
+                ("GANGER_SERVER_ADVERTISE", "http://10.0.0.5:7070/"),
+            ],
+        )?;
+        assert_eq!(
+            c.server.advertise.value.as_deref(),
+            Some("http://10.0.0.5:7070")
+        );
+        c.server.check()?;
+        let e = err(None, &[("GANGER_SERVER_ADVERTISE", "10.0.0.5:7070")]);
+        assert!(e.contains("write http://host:port"), "{e}");
+        let c = load(None, &[("GANGER_SERVER_ADVERTISE", "http://h:1")])?;
+        let e = c
+            .server
+            .check()
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("for replicas on PostgreSQL"), "{e}");
         Ok(())
     }
 

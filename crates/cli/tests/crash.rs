@@ -6,8 +6,15 @@
 //! Runs are submitted with idempotency keys, as a careful client would: a
 //! submission whose answer was lost to a crash is sent again and cannot
 //! create a second run.
+//!
+//! The same workload runs on one server over SQLite, and on two replicas
+//! over one PostgreSQL database, killing either replica at random (the
+//! leader's death hands the runs to the other; clients try both URLs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../store/tests/support/pgdb.rs"]
+mod pgdb;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -18,7 +25,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const RUNS: usize = 200;
-const KILLS: usize = 20;
 
 /// A tiny deterministic generator: the seed is printed, so a failure can be
 /// replayed with `GANGER_CRASH_SEED`.
@@ -39,8 +45,21 @@ struct Server {
     url: String,
 }
 
-fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ganger"))
+/// How servers are started: their database (`None`: SQLite in the data
+/// directory) and data directories, one per replica.
+struct Setup {
+    database: Option<String>,
+    data: Vec<std::path::PathBuf>,
+}
+
+fn start(setup: &Setup, replica: usize) -> Server {
+    let data = &setup.data[replica];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ganger"));
+    if let Some(url) = &setup.database {
+        cmd.env("GANGER_SERVER_DATABASE", url)
+            .env("GANGER_SERVER_LEADER_LEASE", "2s");
+    }
+    let mut child = cmd
         .args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env_remove("GANGER_CONFIG")
@@ -152,16 +171,64 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_accepted_run_is_lost_across_repeated_sigkills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup {
+        database: None,
+        data: vec![dir.path().join("data")],
+    };
+    workload(dir.path(), &setup, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_accepted_run_is_lost_across_sigkills_of_two_replicas_on_postgres() {
+    let Some(db) = pgdb::TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup {
+        database: Some(db.url.clone()),
+        data: vec![dir.path().join("data-0"), dir.path().join("data-1")],
+    };
+    workload(dir.path(), &setup, 10).await;
+}
+
+/// Any replica's answer, tried in turn (a dead or leaderless one fails).
+async fn post_any(
+    client: &Client,
+    servers: &[Server],
+    path: &str,
+    body: Value,
+) -> Result<Value, String> {
+    let mut errors = Vec::new();
+    for s in servers {
+        match client.post(&format!("{}{path}", s.url), body.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+async fn get_any(client: &Client, servers: &[Server], path: &str) -> Result<Value, String> {
+    let mut errors = Vec::new();
+    for s in servers {
+        match client.get(&format!("{}{path}", s.url)).await {
+            Ok(v) => return Ok(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+async fn workload(dir: &Path, setup: &Setup, kills_planned: usize) {
     let seed = std::env::var("GANGER_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) ^ 0x9e37_79b9);
     println!("seed {seed}");
     let mut rng = Lcg(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let mut server = start(&data);
-    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin token");
+    let mut servers: Vec<Server> = (0..setup.data.len()).map(|i| start(setup, i)).collect();
+    let token = std::fs::read_to_string(setup.data[0].join("admin.token")).expect("admin token");
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -169,16 +236,28 @@ async fn no_accepted_run_is_lost_across_repeated_sigkills() {
             .expect("client"),
         token: token.trim().to_owned(),
     };
-    let jobs = job_file(dir.path());
-    let apply = client
-        .http
-        .post(format!("{}/api/v1/jobs", server.url))
-        .bearer_auth(&client.token)
-        .body(jobs)
-        .send()
-        .await
-        .expect("apply");
-    assert!(apply.status().is_success(), "{:?}", apply.text().await);
+    let jobs = job_file(dir);
+    let applied = Instant::now();
+    'apply: loop {
+        for s in &servers {
+            let answer = client
+                .http
+                .post(format!("{}/api/v1/jobs", s.url))
+                .bearer_auth(&client.token)
+                .body(jobs.clone())
+                .send()
+                .await;
+            if answer.is_ok_and(|a| a.status().is_success()) {
+                break 'apply;
+            }
+        }
+        // Replicas answer 503 until one of them leads.
+        assert!(
+            applied.elapsed() < Duration::from_secs(60),
+            "no server took the job file"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Submissions and kills interleave: each round submits a few runs
     // (retrying those whose answer was lost), then kills the server after
@@ -190,16 +269,13 @@ async fn no_accepted_run_is_lost_across_repeated_sigkills() {
     let mut accepted: BTreeMap<String, (String, &str)> = BTreeMap::new();
     let mut next = 0;
     let mut kills = 0;
-    while kills < KILLS || next < RUNS {
-        let batch = (RUNS / KILLS).max(1) + rng.next(5) as usize;
+    while kills < kills_planned || next < RUNS {
+        let batch = (RUNS / kills_planned).max(1) + rng.next(5) as usize;
         let until = (next + batch).min(RUNS);
         while next < until {
             let (key, job) = &plan[next];
             let body = json!({"job": job, "idempotency_key": key});
-            match client
-                .post(&format!("{}/api/v1/runs", server.url), body)
-                .await
-            {
+            match post_any(&client, &servers, "/api/v1/runs", body).await {
                 Ok(v) => {
                     let id = v["id"].as_str().expect("id").to_owned();
                     if let Some((old, _)) = accepted.insert(key.clone(), (id.clone(), job)) {
@@ -207,16 +283,21 @@ async fn no_accepted_run_is_lost_across_repeated_sigkills() {
                     }
                     next += 1;
                 }
-                // The server is restarting; this run is tried again.
-                Err(_) => break,
+                // The server is restarting (or no replica leads yet);
+                // this run is tried again.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
             }
         }
-        if kills < KILLS {
+        if kills < kills_planned {
             let delay = Duration::from_millis(20 + rng.next(400));
             tokio::time::sleep(delay).await;
-            kill(&mut server);
+            let victim = rng.next(servers.len() as u64) as usize;
+            kill(&mut servers[victim]);
             kills += 1;
-            server = start(&data);
+            servers[victim] = start(setup, victim);
         }
     }
 
@@ -227,10 +308,15 @@ async fn no_accepted_run_is_lost_across_repeated_sigkills() {
     let mut interrupted = 0;
     for (key, (id, job)) in &accepted {
         let run = loop {
-            let run = client
-                .get(&format!("{}/api/v1/runs/{id}", server.url))
-                .await
-                .unwrap_or_else(|e| panic!("run {id} ({key}) is missing: {e}"));
+            let run = match get_any(&client, &servers, &format!("/api/v1/runs/{id}")).await {
+                Ok(run) => run,
+                // No replica leads for a moment after a kill.
+                Err(e) if e.contains("503") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => panic!("run {id} ({key}) is missing: {e}"),
+            };
             let status = run["status"].as_str().unwrap_or_default().to_owned();
             if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
                 break run;
@@ -263,23 +349,26 @@ async fn no_accepted_run_is_lost_across_repeated_sigkills() {
     let mut listed = 0;
     let mut cursor: Option<String> = None;
     loop {
-        let url = match &cursor {
-            Some(c) => format!("{}/api/v1/runs?limit=100&cursor={c}", server.url),
-            None => format!("{}/api/v1/runs?limit=100", server.url),
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/runs?limit=100&cursor={c}"),
+            None => "/api/v1/runs?limit=100".to_owned(),
         };
-        let page = client.get(&url).await.expect("list runs");
+        let page = get_any(&client, &servers, &path).await.expect("list runs");
         listed += page["runs"].as_array().expect("runs").len();
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
-    kill(&mut server);
+    for server in &mut servers {
+        kill(server);
+    }
     println!(
-        "{} runs accepted, {listed} stored, {kills} SIGKILLs; outcomes {outcomes:?}; {attempts} attempts, {interrupted} interrupted by a crash",
-        accepted.len()
+        "{} runs accepted, {listed} stored, {kills} SIGKILLs of {} server(s); outcomes {outcomes:?}; {attempts} attempts, {interrupted} interrupted by a crash",
+        accepted.len(),
+        servers.len()
     );
     assert_eq!(accepted.len(), RUNS);
     assert_eq!(listed, RUNS);
-    assert!(kills >= KILLS);
+    assert!(kills >= kills_planned);
 }

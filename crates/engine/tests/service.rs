@@ -20,6 +20,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
         local_slots: Some(2),
         base_env: std::env::vars().collect(),
         docker: None,
+        fence: None,
     }
 }
 

@@ -59,10 +59,15 @@ async fn authenticate(
         .token(&token::hash(secret))
         .await
         .map_err(|e| {
-            log_internal(&e);
-            ApiError::internal(
-                "internal error: cannot check the token against the server's database; the server log has the details",
-            )
+            if e.is_unavailable() {
+                // 503 with Retry-After: clients wait and come back.
+                ApiError::from(ganger_engine::EngineError::Store(e))
+            } else {
+                log_internal(&e);
+                ApiError::internal(
+                    "internal error: cannot check the token against the server's database; the server log has the details",
+                )
+            }
         })?
         .ok_or_else(|| {
             ApiError::unauthorized(format!(

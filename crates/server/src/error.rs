@@ -9,7 +9,7 @@ use ganger_engine::EngineError;
 use ganger_store::StoreError;
 
 /// How long a client should wait before retrying a 503.
-const RETRY_AFTER_SECS: &str = "5";
+const RETRY_AFTER_SECS: &str = "2";
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -98,6 +98,14 @@ impl From<EngineError> for ApiError {
                     "invalid page cursor {cursor:?}: pass the `next_cursor` of the previous page unchanged, or omit `cursor` for the first page"
                 ),
             ),
+            EngineError::Store(err) if err.is_unavailable() => {
+                log_internal(&err);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code::UNAVAILABLE,
+                    "the server's database is unreachable; retry in a moment (the server reconnects by itself)",
+                )
+            }
             EngineError::Store(err) => {
                 // The details of a database failure are for the operator,
                 // not for whoever happened to send the request.
@@ -231,7 +239,7 @@ mod tests {
         let r = ApiError::unauthorized("no token").into_response();
         assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
         let r = ApiError::from(EngineError::ShuttingDown).into_response();
-        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 }

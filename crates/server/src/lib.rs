@@ -23,6 +23,7 @@ mod auth;
 mod error;
 mod extract;
 mod logs;
+mod replica;
 mod routes;
 mod state;
 pub mod token;
@@ -34,6 +35,8 @@ use ganger_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use crate::replica::Role;
+use crate::replica::Switch;
 use crate::state::AppState;
 
 /// The largest request body accepted. A job file is at most 1 MiB; the
@@ -71,6 +74,30 @@ pub async fn serve(
             shutdown.await;
             // Followed logs would otherwise hold their connections open
             // until their tasks end, and graceful shutdown waits for them.
+            let _ = stop.send(true);
+        })
+        .await
+}
+
+/// Serves the API as one replica among several on one database: by
+/// whatever role `roles` holds at each request (see [`Role`]): the
+/// leader's engine answers, a follower forwards to the leader, and an
+/// unavailable replica answers 503 with `Retry-After`. Stops like
+/// [`serve`].
+pub async fn serve_replica(
+    listener: TcpListener,
+    roles: watch::Receiver<Role>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopping) = watch::channel(false);
+    let switch = Switch::new(roles, stopping);
+    let app = Router::new().fallback(move |request: axum::extract::Request| {
+        let switch = switch.clone();
+        async move { switch.handle(request).await }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
             let _ = stop.send(true);
         })
         .await

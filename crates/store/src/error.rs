@@ -60,6 +60,34 @@ pub enum StoreError {
         source: BoxError,
     },
 
+    /// The database could not be reached: the connection broke or could
+    /// not be made, the pool had no connection to give, or the server is
+    /// shutting down or starting up. Transient: the same operation may
+    /// succeed once the database is back, so callers answer "try again"
+    /// instead of reporting a fault. Whether a write whose commit failed
+    /// this way took effect is unknown.
+    #[error("{op}: the database is unreachable: {source}; the server retries by itself")]
+    Unavailable {
+        op: String,
+        #[source]
+        source: BoxError,
+    },
+
+    /// A fenced [`Batch`](crate::Batch) (PostgreSQL) whose fencing token is
+    /// no longer the leader lease's: another replica took the lease over,
+    /// so this one must stop writing engine state. Nothing of the batch was
+    /// written. `current` is the lease's token now (`None`: no such lease).
+    #[error(
+        "commit batch: this replica no longer holds the leader lease {name:?} (its token {token}, \
+         {}): another replica took over, so nothing of the batch was written",
+        describe_current(*.current)
+    )]
+    Fenced {
+        name: String,
+        token: u64,
+        current: Option<u64>,
+    },
+
     /// A query failed; `op` says which operation and on what.
     #[error("{op}: database error: {source}")]
     Database {
@@ -104,4 +132,24 @@ pub enum StoreError {
     /// may be half-changed, so it is not used any more.
     #[error("{op}: the memory store is unusable after a panic in another thread")]
     Poisoned { op: &'static str },
+}
+
+impl StoreError {
+    /// True when the database could not be reached ([`StoreError::Unavailable`],
+    /// [`StoreError::Connect`]): a transient condition, worth retrying, not
+    /// a fault of the request or of the data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Connect { .. }
+        )
+    }
+}
+
+/// The lease's current token, for [`StoreError::Fenced`].
+fn describe_current(current: Option<u64>) -> String {
+    match current {
+        Some(token) => format!("the lease's token is now {token}"),
+        None => "the lease no longer exists".to_owned(),
+    }
 }

@@ -23,7 +23,16 @@
 //!   notifications sent meanwhile are gone; poll as a fallback.
 //! - [`Store::try_lead`] is a leader lease with a fencing token, on the
 //!   database's clock: the replica that holds it runs the periodic duties.
-//!   Single-process stores always lead (token 1).
+//!   Single-process stores always lead (token 1). [`PgStore::try_lead_named`]
+//!   also records where the holder serves, and [`PgStore::leader`] tells the
+//!   other replicas, so they can forward requests to it.
+//! - Only the leader writes engine state, and its commits carry its lease
+//!   token ([`Batch::fence`]): once another replica has taken the lease, a
+//!   late commit of the old leader fails with [`StoreError::Fenced`] and
+//!   writes nothing.
+//! - A database that cannot be reached (restart, failover, network) is
+//!   [`StoreError::is_unavailable`]; the pool tests each connection before
+//!   handing it out, so the store recovers by itself once it is back.
 //!
 //! # Tables
 //!
@@ -43,8 +52,9 @@
 //! - `tokens (hash, role, name, created_at)`: API tokens by the hash of
 //!   their secret.
 //!
-//! - `leader (name, holder, token, until)` (PostgreSQL only): leader leases,
-//!   `until` on the database's clock.
+//! - `leader (name, holder, token, until, address)` (PostgreSQL only):
+//!   leader leases, `until` on the database's clock, `address` where the
+//!   holder serves.
 //!
 //! SQLite and PostgreSQL also keep sqlx's `_sqlx_migrations` table; the
 //! schemas live in `crates/store/migrations/sqlite/` and
@@ -93,7 +103,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
-pub use pg::{LEADER_NAME, PgStore, PgWakeups, READY_CHANNEL, Wakeup};
+pub use pg::{LEADER_NAME, Leader, PgStore, PgWakeups, READY_CHANNEL, Wakeup};
 pub use sqlite::SqliteStore;
 
 /// Matching claims to agents is the core's routing rule.
@@ -267,10 +277,29 @@ pub struct Batch {
     /// as [`Store::claim`]; [`Store::commit`] answers one list per request
     /// ([`Committed::claimed`]).
     pub claims: Vec<ClaimRequest>,
+    /// The leader lease the writer must still hold (PostgreSQL): the
+    /// commit first checks, in its transaction, that the lease's token is
+    /// this one, and fails with [`StoreError::Fenced`], writing nothing,
+    /// when another replica took the lease over. The check locks the lease
+    /// row until the commit ends, so a takeover waits for a commit in flight
+    /// instead of overtaking it. A batch that writes nothing and claims
+    /// nothing is not checked. The memory and SQLite stores ignore it: they
+    /// serve one server, which always leads.
+    pub fence: Option<Fence>,
+}
+
+/// A leader lease and the fencing token its holder got from
+/// [`Store::try_lead`] or [`PgStore::try_lead_named`] (see [`Batch::fence`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name ([`LEADER_NAME`] for [`Store::try_lead`]).
+    pub name: String,
+    pub token: u64,
 }
 
 impl Batch {
-    /// True when the batch changes nothing and asks for nothing.
+    /// True when the batch changes nothing and asks for nothing (whatever
+    /// its fence).
     pub fn is_empty(&self) -> bool {
         self.new_runs.is_empty()
             && self.runs.is_empty()

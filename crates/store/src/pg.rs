@@ -23,7 +23,11 @@
 //! [`READY_CHANNEL`] (delivered when, and only if, it commits), so the other
 //! replicas' waiting claims can be served at once; [`PgStore::listen`]
 //! receives them. The leader lease ([`Store::try_lead`]) and [`Store::db_now`]
-//! use the database's clock.
+//! use the database's clock. A fenced commit ([`Batch::fence`]) reads the
+//! lease row `FOR SHARE` before it writes: a takeover updates that row, so
+//! it waits until the commit ends, and a commit that starts after the
+//! takeover sees the new token and fails. So no write of a deposed leader
+//! lands after its successor took over.
 //!
 //! Each write step has one body, a function over the open transaction,
 //! shared by [`Store::commit`], [`Store::insert_runs`] and [`Store::claim`],
@@ -39,9 +43,9 @@ use crate::sql::{
     is_unique_violation, to_u32,
 };
 use crate::{
-    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, JobVersion, NewRun, Page,
-    Result, RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow, check_job_def,
-    check_new_run, check_token, clamp_limit, decode_cursor, encode_cursor,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Fence, Inserted, JobDef, JobVersion,
+    NewRun, Page, Result, RunFilter, RunRow, RunSummary, Store, StoreError, TaskKey, TokenRow,
+    check_job_def, check_new_run, check_token, clamp_limit, decode_cursor, encode_cursor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -85,6 +89,17 @@ WHERE agent IS NULL AND seq = ANY(ARRAY(
 RETURNING seq, run_id, task, phase, attempt, priority, tags, executor, spec_json, ready_at, \
 agent, lease_until";
 
+/// The current holder of a leader lease ([`PgStore::leader`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    pub holder: String,
+    /// Where the holder serves, as it gave it to [`PgStore::try_lead_named`]
+    /// (empty when taken through [`Store::try_lead`]).
+    pub address: String,
+    /// The lease's fencing token.
+    pub token: u64,
+}
+
 /// A [`Store`] in a PostgreSQL database, shareable by several processes
 /// (replicas). Clones share the same pool.
 #[derive(Clone, Debug)]
@@ -116,6 +131,10 @@ impl PgStore {
     /// schema (concurrent migrations from several replicas wait for each
     /// other). An operation waits up to 5 s for a free connection.
     ///
+    /// Every connection is tested before an operation gets it, and one
+    /// that fails the test is replaced: once the database is back after a
+    /// restart or a failover, operations succeed again by themselves.
+    ///
     /// Commits that offer tasks notify [`READY_CHANNEL`]; see
     /// [`PgStore::without_notify`].
     pub async fn connect(url: &str, pool_size: u32) -> Result<Self> {
@@ -130,10 +149,12 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // No ping before each use: it would double the round trips. A
-            // connection the server dropped fails one operation and is
-            // discarded; callers retry failed operations anyway.
-            .test_before_acquire(false)
+            // A ping before each use costs a round trip, but without it
+            // every pooled connection the server dropped (restart,
+            // failover, idle-session timeout) would fail one operation
+            // before being replaced: up to a pool's worth of errors after
+            // every restart. With it, they are replaced unseen.
+            .test_before_acquire(true)
             .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Connect {
@@ -200,11 +221,15 @@ impl PgStore {
     }
 
     /// [`Store::try_lead`] for any lease name: one row of `leader` per
-    /// name, so independent duties can have independent leaders.
+    /// name, so independent duties can have independent leaders. `address`
+    /// is where `holder` serves (the URL other replicas forward requests
+    /// to); it is stored with every take and renewal, and read by
+    /// [`PgStore::leader`].
     pub async fn try_lead_named(
         &self,
         name: &str,
         holder: &str,
+        address: &str,
         ttl: Duration,
     ) -> Result<Option<u64>> {
         const OP: &str = "take the leader lease";
@@ -218,24 +243,46 @@ impl PgStore {
         // serializes contenders; the WHERE of DO UPDATE is evaluated on
         // the latest committed row. now() is the database's clock.
         let token: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO leader (name, holder, token, until) \
-             VALUES ($1, $2, 1, now() + $3 * interval '1 second') \
+            "INSERT INTO leader (name, holder, token, until, address) \
+             VALUES ($1, $2, 1, now() + $3 * interval '1 second', $4) \
              ON CONFLICT (name) DO UPDATE SET \
              token = CASE WHEN leader.holder = excluded.holder THEN leader.token \
                           ELSE leader.token + 1 END, \
-             holder = excluded.holder, until = excluded.until \
+             holder = excluded.holder, until = excluded.until, address = excluded.address \
              WHERE leader.holder = excluded.holder OR leader.until <= now() \
              RETURNING token",
         )
         .bind(name)
         .bind(holder)
         .bind(ttl.as_secs_f64())
+        .bind(address)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_err(format!("{OP} {name:?} for {holder:?}"), e))?;
-        token
-            .map(|t| u64::try_from(t).map_err(|_| corrupt(OP, format!("leader.token = {t}"))))
-            .transpose()
+        token.map(|t| lease_token(OP, t)).transpose()
+    }
+
+    /// The holder of the lease `name` while its lease lasts (on the
+    /// database's clock); `None` when nobody took it, or the last holder
+    /// resigned or let it expire. What a replica that does not lead reads to
+    /// find where to forward requests.
+    pub async fn leader(&self, name: &str) -> Result<Option<Leader>> {
+        const OP: &str = "read the leader lease";
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT holder, address, token FROM leader WHERE name = $1 AND until > now()",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_err(format!("{OP} {name:?}"), e))?;
+        row.map(|(holder, address, token)| {
+            Ok(Leader {
+                holder,
+                address,
+                token: lease_token(OP, token)?,
+            })
+        })
+        .transpose()
     }
 
     /// Gives up `holder`'s lease on `name`, if it holds it, so another
@@ -257,6 +304,34 @@ impl PgStore {
     async fn begin(&self, op: &'static str) -> Result<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(|e| db_err(op, e))
     }
+}
+
+/// A stored lease token as the API's `u64` (the schema keeps it >= 1).
+fn lease_token(op: &str, token: i64) -> Result<u64> {
+    u64::try_from(token).map_err(|_| corrupt(op, format!("leader.token = {token}")))
+}
+
+/// Checks inside the caller's transaction that the lease `fence.name` still
+/// has the token `fence.token` ([`Batch::fence`]). The row stays locked
+/// `FOR SHARE` until the transaction ends, so a takeover, which updates it,
+/// waits for this transaction rather than overtaking it.
+async fn check_fence(conn: &mut PgConnection, fence: &Fence) -> Result<()> {
+    const OP: &str = "commit batch: check the leader lease";
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT token FROM leader WHERE name = $1 FOR SHARE")
+            .bind(&fence.name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| db_err(format!("{OP} {:?}", fence.name), e))?;
+    let current = current.map(|t| lease_token(OP, t)).transpose()?;
+    if current == Some(fence.token) {
+        return Ok(());
+    }
+    Err(StoreError::Fenced {
+        name: fence.name.clone(),
+        token: fence.token,
+        current,
+    })
 }
 
 /// Notifications that tasks were offered, from every store on the
@@ -714,6 +789,10 @@ impl Store for PgStore {
         // Every error below returns early and drops `tx`, which rolls back
         // all the batch wrote before it.
         let mut tx = self.begin(OP).await?;
+        // First, so that the lease is locked before anything is written.
+        if let Some(fence) = &batch.fence {
+            check_fence(&mut tx, fence).await?;
+        }
         let mut inserted = Vec::with_capacity(batch.new_runs.len());
         for run in &batch.new_runs {
             inserted.push(insert_one(&mut tx, run).await?);
@@ -918,8 +997,9 @@ impl Store for PgStore {
             .map_err(|e| db_err("read the database clock", e))
     }
 
+    /// [`PgStore::try_lead_named`] of [`LEADER_NAME`] with an empty address.
     async fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<u64>> {
-        self.try_lead_named(LEADER_NAME, holder, ttl).await
+        self.try_lead_named(LEADER_NAME, holder, "", ttl).await
     }
 }
 
@@ -934,6 +1014,29 @@ mod tests {
     use sqlx::AssertSqlSafe;
 
     use super::pgdb;
+
+    /// A session the server ends answers SQLSTATE 57P01 (or just closes):
+    /// either way the store reports the database as unavailable, not as a
+    /// failed statement.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_terminated_session_is_unavailable() {
+        let Some(db) = pgdb::TestDb::create().await else {
+            return;
+        };
+        let store = PgStore::connect(&db.url, 1).await.expect("connect");
+        let e = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&store.pool)
+            .await
+            .expect_err("the session ends itself");
+        let err = db_err("terminate", e);
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }) && err.is_unavailable(),
+            "{err:?}"
+        );
+        // The pool replaces the connection by itself.
+        store.db_now().await.expect("a new connection");
+        store.close().await;
+    }
 
     /// The plan of the exact claim statement, with the parameters bound as
     /// a claim binds them.

@@ -6,11 +6,50 @@ use sqlx::FromRow;
 use crate::error::BoxError;
 use crate::{ClaimRequest, JobVersion, Result, RunRow, RunSummary, StoreError};
 
+/// Maps a driver error to [`StoreError::Unavailable`] when the database
+/// could not be reached (see [`is_connection_failure`]), else to
+/// [`StoreError::Database`].
 pub(crate) fn db_err(op: impl Into<String>, e: sqlx::Error) -> StoreError {
+    let op = op.into();
+    if is_connection_failure(&e) {
+        return StoreError::Unavailable {
+            op,
+            source: Box::new(e) as BoxError,
+        };
+    }
     StoreError::Database {
-        op: op.into(),
+        op,
         source: Box::new(e) as BoxError,
     }
+}
+
+/// True for failures of the connection rather than of the statement: the
+/// socket or TLS session broke, the wire protocol went out of step (a
+/// half-read answer of a dropped connection), the pool had no connection
+/// to give, or PostgreSQL refused or ended the session (see
+/// [`is_connection_sqlstate`]).
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATEs are PostgreSQL's; SQLite's codes mean something else.
+        sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| is_connection_sqlstate(pg.code())),
+        _ => false,
+    }
+}
+
+/// PostgreSQL's SQLSTATEs for a session that cannot go on: class 08
+/// (connection exception), 57P01 (admin shutdown, also what
+/// `pg_terminate_backend` sends), 57P02 (crash shutdown) and 57P03 (cannot
+/// connect now: starting up, shutting down, in recovery).
+fn is_connection_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -115,5 +154,60 @@ impl FullRunRecord {
             params_json: self.params_json,
             state_json: self.state_json,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        let broken = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        for e in [
+            sqlx::Error::Io(broken()),
+            sqlx::Error::Tls(Box::new(broken())),
+            sqlx::Error::Protocol("unexpected message".into()),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+        ] {
+            let err = db_err("get run", e);
+            assert!(
+                matches!(err, StoreError::Unavailable { .. }) && err.is_unavailable(),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("get run: the database is unreachable: "),
+                "{msg}"
+            );
+            assert!(msg.ends_with("; the server retries by itself"), "{msg}");
+        }
+        for e in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::InvalidArgument("x".into()),
+        ] {
+            let err = db_err("get run", e);
+            assert!(
+                matches!(err, StoreError::Database { .. }) && !err.is_unavailable(),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_sqlstates() {
+        for code in [
+            "08000", "08003", "08006", "08001", "08004", "08P01", "57P01", "57P02", "57P03",
+        ] {
+            assert!(is_connection_sqlstate(code), "{code}");
+        }
+        // Statement-level failures, and other codes of class 57.
+        for code in [
+            "23505", "40001", "40P01", "57014", "57000", "55P03", "XX000", "",
+        ] {
+            assert!(!is_connection_sqlstate(code), "{code}");
+        }
     }
 }

@@ -4,15 +4,19 @@
 //! when these tests skip), and the memory store behind `Arc<dyn Store>`
 //! (object safety and forwarding). Backend-specific checks (durability
 //! across reopen, two processes' worth of pools on one file, notifications,
-//! the leader lease) follow at the end.
+//! the leader lease and its address, fenced commits, recovery from dropped
+//! connections) follow at the end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ganger_store::{
-    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, JobDef, MemoryStore, NewRun,
-    PgStore, RunFilter, RunUpdate, SqliteStore, Store, StoreError, TaskKey, TokenRow,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Fence, Inserted, JobDef, LEADER_NAME,
+    Leader, MemoryStore, NewRun, PgStore, RunFilter, RunUpdate, SqliteStore, Store, StoreError,
+    TaskKey, TokenRow,
 };
+use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 
 #[path = "support/pgdb.rs"]
@@ -76,6 +80,7 @@ macro_rules! suite {
                 claim_order_is_priority_then_fifo,
                 claim_matches_tags_executors_and_time,
                 concurrent_claimers_never_share_a_task,
+                eight_claimers_claim_each_of_2000_tasks_once,
                 leases_renew_expire_release,
                 reoffer_keeps_or_drops_the_claim_by_attempt,
                 tokens,
@@ -690,6 +695,7 @@ mod cases {
             ready: vec![offer("r", 1, 0)],
             done: vec![key("r", 0)],
             claims: vec![request("a", 10)],
+            fence: None,
         };
         let err = s.commit(bad_update).await.expect_err("unknown run");
         assert!(
@@ -702,6 +708,7 @@ mod cases {
             ready: vec![offer("r", 1, 0), offer("ghost", 0, 0)],
             done: vec![key("r", 0)],
             claims: vec![request("a", 10)],
+            fence: None,
         };
         let err = s.commit(bad_offer).await.expect_err("task of unknown run");
         assert!(
@@ -722,6 +729,7 @@ mod cases {
             ready: vec![offer("r", 1, 0), offer("r", 2, 0), offer("r", 3, 0)],
             done: vec![key("r", 0), key("r", 3), key("r", 99)],
             claims: Vec::new(),
+            fence: None,
         })
         .await
         .expect("commit");
@@ -799,6 +807,7 @@ mod cases {
                     request("b", 10),
                     request("c", 10),
                 ],
+                fence: None,
             })
             .await
             .expect("commit")
@@ -867,6 +876,7 @@ mod cases {
                 ready: vec![offer("n1", 0, 3), offer("r0", 0, 0)],
                 done: Vec::new(),
                 claims: vec![request("a", 1), request("b", 10)],
+                fence: None,
             })
             .await
             .expect("commit");
@@ -941,6 +951,7 @@ mod cases {
             ready: vec![offer("r0", 0, 0), offer(touched, 0, 0)],
             done: Vec::new(),
             claims: vec![request("a", 10)],
+            fence: None,
         };
         let keyed = |id: &str, k: &str| NewRun {
             idempotency_key: Some(k.into()),
@@ -1285,6 +1296,94 @@ mod cases {
         for c in held {
             assert_eq!(owner.get(&c.claimable.key.task), Some(&c.agent));
         }
+    }
+
+    /// 8 agents, each a task of the multi-thread runtime, claim 1 to 5 at
+    /// a time from 2,000 offers (spread over runs, with various attempts)
+    /// until the queue answers empty: every offered (key, attempt) is
+    /// claimed exactly once, and nothing else is.
+    pub async fn eight_claimers_claim_each_of_2000_tasks_once<S: Store + 'static>(s: Arc<S>) {
+        const RUNS: u32 = 4;
+        const TASKS_PER_RUN: u32 = 500;
+        const OFFER_BATCH: usize = 250;
+        const AGENTS: u32 = 8;
+        let mut offered = Vec::new();
+        for r in 0..RUNS {
+            let run = format!("r{r}");
+            created(&*s, new_run(&run, "build")).await;
+            offered.extend((0..TASKS_PER_RUN).map(|t| Claimable {
+                attempt: 1 + t % 3,
+                ..offer(&run, t, (t % 4) as i32)
+            }));
+        }
+        for chunk in offered.chunks(OFFER_BATCH) {
+            s.commit(Batch {
+                ready: chunk.to_vec(),
+                ..Batch::default()
+            })
+            .await
+            .expect("offer");
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(AGENTS as usize));
+        let mut handles = Vec::new();
+        for a in 0..AGENTS {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            handles.push(tokio::spawn(async move {
+                let agent = format!("claimer-{a}");
+                let max = 1 + a % 5;
+                barrier.wait().await;
+                let mut got = Vec::new();
+                loop {
+                    let batch = s.claim(request(&agent, max)).await.expect("claim");
+                    if batch.is_empty() {
+                        break;
+                    }
+                    assert!(batch.len() <= max as usize, "{agent} got {}", batch.len());
+                    got.extend(batch.into_iter().map(|c| {
+                        assert_eq!(c.agent, agent);
+                        (c.claimable.key, c.claimable.attempt)
+                    }));
+                }
+                (agent, got)
+            }));
+        }
+        let mut claimers: HashMap<(TaskKey, u32), Vec<String>> = HashMap::new();
+        let mut total = 0;
+        for h in handles {
+            let (agent, got) = h.await.expect("join claimer");
+            total += got.len();
+            for claim in got {
+                claimers.entry(claim).or_default().push(agent.clone());
+            }
+        }
+        let mut duplicates: Vec<String> = claimers
+            .iter()
+            .filter(|(_, agents)| agents.len() > 1)
+            .map(|((key, attempt), agents)| format!("{key} attempt {attempt} by {agents:?}"))
+            .collect();
+        duplicates.sort();
+        assert!(
+            duplicates.is_empty(),
+            "{} tasks claimed more than once: {duplicates:?}",
+            duplicates.len()
+        );
+        let offered: HashSet<(TaskKey, u32)> =
+            offered.into_iter().map(|c| (c.key, c.attempt)).collect();
+        let claimed: HashSet<(TaskKey, u32)> = claimers.into_keys().collect();
+        let mut missing: Vec<String> = offered
+            .difference(&claimed)
+            .map(|(key, attempt)| format!("{key} attempt {attempt}"))
+            .collect();
+        missing.sort();
+        assert!(missing.is_empty(), "never claimed: {missing:?}");
+        let mut stray: Vec<String> = claimed
+            .difference(&offered)
+            .map(|(key, attempt)| format!("{key} attempt {attempt}"))
+            .collect();
+        stray.sort();
+        assert!(stray.is_empty(), "claimed but never offered: {stray:?}");
+        assert_eq!(total, offered.len(), "claims counted");
     }
 
     pub async fn leases_renew_expire_release<S: Store>(s: Arc<S>) {
@@ -1709,7 +1808,6 @@ async fn postgres_offers_notify_the_other_replicas() {
 /// higher fencing token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_leader_lease_moves_only_when_it_expires() {
-    use std::time::Duration;
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -1775,13 +1873,366 @@ async fn postgres_leader_lease_moves_only_when_it_expires() {
 
     // Independent names, independent leaders.
     assert_eq!(
-        one.try_lead_named("other-duty", other, ttl)
+        one.try_lead_named("other-duty", other, "", ttl)
             .await
             .expect("named"),
         Some(1)
     );
     let err = one.try_lead("", ttl).await.expect_err("empty holder");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+}
+
+/// Polls until the lease `name` has lapsed on the database's clock.
+async fn until_lapsed(s: &PgStore, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.leader(name).await.expect("read the leader").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the lease {name:?} has not lapsed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `leader` names the holder of a live lease, with the address it gave
+/// and its token: nobody on a fresh database, nobody after a resignation or
+/// once the lease lapsed, and the new holder after a takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leader_names_the_holder_and_its_address() {
+    let Some((s, _db)) = make_postgres().await else {
+        return;
+    };
+    let long = Duration::from_secs(60);
+    let short = Duration::from_millis(500);
+    assert_eq!(s.leader(LEADER_NAME).await.expect("fresh"), None);
+
+    let a = s
+        .try_lead_named(LEADER_NAME, "a", "http://a:7070", long)
+        .await
+        .expect("a takes")
+        .expect("a leads");
+    let leader = |holder: &str, address: &str, token| {
+        Some(Leader {
+            holder: holder.into(),
+            address: address.into(),
+            token,
+        })
+    };
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after take"),
+        leader("a", "http://a:7070", a)
+    );
+    // A renewal stores the address it is given.
+    assert_eq!(
+        s.try_lead_named(LEADER_NAME, "a", "http://a:7171", long)
+            .await
+            .expect("a renews"),
+        Some(a)
+    );
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after renewal"),
+        leader("a", "http://a:7171", a)
+    );
+    // A contender that is refused changes nothing.
+    assert_eq!(
+        s.try_lead_named(LEADER_NAME, "b", "http://b:7070", long)
+            .await
+            .expect("b contends"),
+        None
+    );
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after contention"),
+        leader("a", "http://a:7171", a)
+    );
+    assert_eq!(s.leader("other-duty").await.expect("other name"), None);
+
+    assert!(s.resign(LEADER_NAME, "a").await.expect("resign"));
+    assert_eq!(s.leader(LEADER_NAME).await.expect("after resign"), None);
+
+    // Takeover after a resignation: the new holder's address and token.
+    let b = s
+        .try_lead_named(LEADER_NAME, "b", "http://b:7070", short)
+        .await
+        .expect("b takes")
+        .expect("b leads");
+    assert!(b > a, "token {b} after {a}");
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after takeover"),
+        leader("b", "http://b:7070", b)
+    );
+
+    // Takeover after the lease lapsed.
+    until_lapsed(&s, LEADER_NAME).await;
+    let c = s
+        .try_lead_named(LEADER_NAME, "c", "http://c:7070", long)
+        .await
+        .expect("c takes")
+        .expect("c leads");
+    assert!(c > b, "token {c} after {b}");
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after lapse"),
+        leader("c", "http://c:7070", c)
+    );
+
+    // The trait's try_lead gives no address.
+    assert_eq!(s.try_lead("c", long).await.expect("trait renews"), Some(c));
+    assert_eq!(
+        s.leader(LEADER_NAME).await.expect("after trait renewal"),
+        leader("c", "", c)
+    );
+}
+
+/// A commit fenced with the lease's current token is written; once another
+/// replica took the lease over, a commit with the old token fails with
+/// `Fenced` and writes none of its parts, while the new leader's commits
+/// go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_fenced_commit_fails_after_a_takeover() {
+    let Some((old_leader, db)) = make_postgres().await else {
+        return;
+    };
+    let new_leader = PgStore::connect(&db.url, 2).await.expect("connect");
+    let fence = |name: &str, token| {
+        Some(Fence {
+            name: name.into(),
+            token,
+        })
+    };
+    let old = old_leader
+        .try_lead_named(LEADER_NAME, "old", "http://old", Duration::from_millis(500))
+        .await
+        .expect("take")
+        .expect("old leads");
+    old_leader
+        .commit(Batch {
+            new_runs: vec![new_run("r1", "build")],
+            ready: vec![offer("r1", 0, 0)],
+            fence: fence(LEADER_NAME, old),
+            ..Batch::default()
+        })
+        .await
+        .expect("commit with the current token");
+    assert!(old_leader.run("r1").await.expect("read r1").is_some());
+
+    // A token the lease never had, and a lease that does not exist.
+    let err = old_leader
+        .commit(Batch {
+            new_runs: vec![new_run("stray", "build")],
+            fence: fence(LEADER_NAME, old + 1),
+            ..Batch::default()
+        })
+        .await
+        .expect_err("wrong token");
+    assert!(
+        matches!(&err, StoreError::Fenced { token, current: Some(c), .. } if *token == old + 1 && *c == old),
+        "{err:?}"
+    );
+    let err = old_leader
+        .commit(Batch {
+            new_runs: vec![new_run("stray", "build")],
+            fence: fence("no-such-lease", 1),
+            ..Batch::default()
+        })
+        .await
+        .expect_err("no lease");
+    assert!(
+        matches!(&err, StoreError::Fenced { current: None, .. }),
+        "{err:?}"
+    );
+    assert!(old_leader.run("stray").await.expect("read").is_none());
+
+    // The old lease lapses unrenewed and another replica takes it.
+    until_lapsed(&new_leader, LEADER_NAME).await;
+    let new = new_leader
+        .try_lead_named(LEADER_NAME, "new", "http://new", Duration::from_secs(60))
+        .await
+        .expect("take over")
+        .expect("new leads");
+    assert!(new > old);
+
+    // The old leader's late commit, with a part of every kind: all refused.
+    let err = old_leader
+        .commit(Batch {
+            new_runs: vec![new_run("r2", "build")],
+            runs: vec![update("r1", "running")],
+            ready: vec![offer("r1", 1, 0), offer("r2", 0, 0)],
+            done: vec![key("r1", 0)],
+            claims: vec![request("agent", 10)],
+            fence: fence(LEADER_NAME, old),
+        })
+        .await
+        .expect_err("fenced out");
+    match &err {
+        StoreError::Fenced {
+            name,
+            token,
+            current,
+        } => assert_eq!(
+            (name.as_str(), *token, *current),
+            (LEADER_NAME, old, Some(new))
+        ),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    let msg = err.to_string();
+    for part in [
+        "no longer holds the leader lease",
+        "another replica took over",
+        "nothing of the batch was written",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing in: {msg}");
+    }
+    assert!(!err.is_unavailable());
+    // Nothing of it was written: no r2, r1 unchanged, r1/0 still offered
+    // and unclaimed, r1/1 not offered.
+    assert!(new_leader.run("r2").await.expect("read r2").is_none());
+    let r1 = new_leader.run("r1").await.expect("read r1").expect("r1");
+    assert_eq!(r1.summary.status, "queued");
+    let open = new_leader
+        .claim(request("check", 10))
+        .await
+        .expect("claim what is on offer");
+    assert_eq!(
+        open.iter()
+            .map(|c| c.claimable.key.clone())
+            .collect::<Vec<_>>(),
+        [key("r1", 0)]
+    );
+
+    // The new leader's fenced commits go through.
+    new_leader
+        .commit(Batch {
+            ready: vec![offer("r1", 1, 0)],
+            fence: fence(LEADER_NAME, new),
+            ..Batch::default()
+        })
+        .await
+        .expect("the new leader commits");
+    assert_eq!(
+        tasks(&new_leader.claim(request("check", 10)).await.expect("claim")),
+        [1]
+    );
+}
+
+/// The pids of the other sessions on the admin connection's database.
+async fn other_sessions(admin: &mut PgConnection) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .expect("list sessions")
+}
+
+/// When the server ends every session of the store (as a restart or a
+/// failover does), the store's next call fails as unavailable at worst,
+/// and the store recovers by itself: soon every call succeeds again, with
+/// every connection of its pool replaced, and the dead connections do not
+/// each fail a call first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_recovers_after_its_connections_are_killed() {
+    let Some((s, db)) = make_postgres().await else {
+        return;
+    };
+    let s = Arc::new(s);
+    created(&*s, new_run("r", "build")).await;
+    // Several connections in the pool, all to be killed.
+    let warm = (0..PG_POOL).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.run("r").await })
+    });
+    for h in warm.collect::<Vec<_>>() {
+        h.await.expect("join").expect("warm up");
+    }
+
+    let mut admin = PgConnection::connect(&db.url).await.expect("admin");
+    let victims = other_sessions(&mut admin).await;
+    assert!(!victims.is_empty(), "the store holds connections");
+    for pid in &victims {
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate");
+        assert!(killed, "terminate session {pid}");
+    }
+    // Wait until they are really gone, so the store meets dead connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = other_sessions(&mut admin).await;
+        if !left.iter().any(|pid| victims.contains(pid)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sessions {left:?} still alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut failures = Vec::new();
+    let mut recovered = false;
+    for _ in 0..20 {
+        match s.run("r").await {
+            Ok(row) => {
+                assert!(row.is_some(), "the run is still there");
+                recovered = true;
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_unavailable(), "not reported as unavailable: {e:?}");
+                assert!(e.to_string().contains("the database is unreachable"), "{e}");
+                failures.push(e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(recovered, "no recovery after 20 tries: {failures:?}");
+    // Without a test before each use, every dead connection would fail one
+    // call before being dropped.
+    assert!(
+        failures.len() < victims.len(),
+        "{} calls failed on {} dead connections: are connections tested before use? {failures:?}",
+        failures.len(),
+        victims.len()
+    );
+    // Every pooled connection is usable again (dead ones are replaced when
+    // handed out), for reads and writes alike.
+    let after = (0..2 * PG_POOL).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.commit(Batch {
+                ready: vec![offer("r", i, 0)],
+                ..Batch::default()
+            })
+            .await
+        })
+    });
+    for h in after.collect::<Vec<_>>() {
+        h.await.expect("join").expect("commit after recovery");
+    }
+    assert_eq!(
+        s.claim(request("a", 100)).await.expect("claim").len(),
+        2 * PG_POOL as usize
+    );
+    let _ = admin.close().await;
+}
+
+/// The suite's 8 claimers, on PostgreSQL, really contend: the pool had to
+/// open several connections for calls in flight at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_eight_claimers_run_on_several_connections() {
+    let Some((s, db)) = make_postgres().await else {
+        return;
+    };
+    let s = Arc::new(s);
+    cases::eight_claimers_claim_each_of_2000_tasks_once(s.clone()).await;
+    // The pool opens a connection only when none is idle, and keeps idle
+    // ones for minutes: their number is the peak of concurrent calls.
+    let mut admin = PgConnection::connect(&db.url).await.expect("admin");
+    let open = other_sessions(&mut admin).await.len();
+    assert!(
+        open >= 2,
+        "the claimers ran on {open} connection(s) of a pool of {PG_POOL}"
+    );
+    let _ = admin.close().await;
 }
 
 /// The claim statement matches tags in SQL; it must agree with the core's

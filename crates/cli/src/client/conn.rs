@@ -1,6 +1,8 @@
 //! Which server to talk to and with which token.
 //!
-//! Address: `--addr` > `GANGER_ADDR` > `http://127.0.0.1:7070`.
+//! Address: `--addr` > `GANGER_ADDR` > `http://127.0.0.1:7070`; either may
+//! list several servers (replicas on one database), comma-separated, tried
+//! in turn (`failover`).
 //! Token: `--token` > `GANGER_TOKEN` > for a server on this machine, the
 //! admin token the server wrote at its first start (`<data>/admin.token`,
 //! data being `GANGER_SERVER_DATA` or `./ganger-data`), so that `ganger
@@ -22,8 +24,10 @@ const TOKEN_FILE: &str = "admin.token";
 /// The flags every client command takes.
 #[derive(Args, Clone, Debug, Default)]
 pub(crate) struct ConnArgs {
-    /// The server's URL [env: GANGER_ADDR] [default: http://127.0.0.1:7070].
-    #[arg(long, value_name = "URL")]
+    /// The server's URL, or the URLs of several replicas, comma-separated:
+    /// each request goes to the one that answered last, and to the next
+    /// when it cannot answer [env: GANGER_ADDR] [default: http://127.0.0.1:7070].
+    #[arg(long, value_name = "URL[,URL...]")]
     addr: Option<String>,
     /// The API token [env: GANGER_TOKEN] [default: the admin token of a
     /// server on this machine, read from ./ganger-data/admin.token].
@@ -53,11 +57,10 @@ pub(crate) enum TokenSource {
 /// A resolved connection.
 #[derive(Clone, Debug)]
 pub(crate) struct Conn {
-    pub(crate) base: Url,
+    /// The servers, in the order given: at least one, each once.
+    pub(crate) bases: Vec<Url>,
     pub(crate) token: Option<String>,
     pub(crate) source: TokenSource,
-    /// The server is on this machine: no proxy is asked to reach it.
-    pub(crate) loopback: bool,
 }
 
 /// The pure part of [`ConnArgs::connect`]: `env` reads a variable and
@@ -73,11 +76,13 @@ pub(crate) fn resolve(
         (None, Some(a)) => (a, "GANGER_ADDR"),
         (None, None) => (DEFAULT_ADDR.to_owned(), "the default address"),
     };
-    let base = match parse_addr(&addr) {
-        Ok(url) => url,
+    let bases = match parse_addrs(&addr) {
+        Ok(urls) => urls,
         Err(e) => bail!("{from}: {e}"),
     };
-    let loopback = is_loopback(&base);
+    // The token file only when no server is elsewhere: one remote replica
+    // in the list would be handed the local admin token.
+    let loopback = bases.iter().all(is_loopback);
     let (token, source) = if let Some(t) = nonempty(args.token.clone()) {
         (Some(t), TokenSource::Flag)
     } else if let Some(t) = nonempty(env("GANGER_TOKEN")) {
@@ -96,10 +101,9 @@ pub(crate) fn resolve(
         (None, TokenSource::None)
     };
     Ok(Conn {
-        base,
+        bases,
         token: token.map(|t| t.trim().to_owned()),
         source,
-        loopback,
     })
 }
 
@@ -117,6 +121,37 @@ fn read_token_file(path: &Path) -> Option<String> {
             None
         }
     }
+}
+
+/// Parses a comma-separated list of server addresses (whitespace around
+/// the commas and empty entries are ignored; an address given twice is
+/// tried once). A bad address is named, with its place in a longer list.
+pub(crate) fn parse_addrs(text: &str) -> Result<Vec<Url>, String> {
+    let items: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        return Err(format!(
+            "`{}` names no server; write the address like {DEFAULT_ADDR}",
+            text.trim()
+        ));
+    }
+    let mut urls: Vec<Url> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let url = parse_addr(item).map_err(|e| {
+            if items.len() > 1 {
+                format!("address {} of {}: {e}", i + 1, items.len())
+            } else {
+                e
+            }
+        })?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    Ok(urls)
 }
 
 /// Parses a server address. `host:port` alone means `http://host:port`.
@@ -152,7 +187,7 @@ pub(crate) fn parse_addr(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
@@ -189,18 +224,18 @@ mod tests {
     #[test]
     fn address_flag_beats_env_beats_default() -> anyhow::Result<()> {
         let c = run(&args(None, None), &[], &[])?;
-        assert_eq!(c.base.as_str(), "http://127.0.0.1:7070/");
+        assert_eq!(c.bases[0].as_str(), "http://127.0.0.1:7070/");
         let c = run(&args(None, None), &[("GANGER_ADDR", "http://h:1")], &[])?;
-        assert_eq!(c.base.as_str(), "http://h:1/");
+        assert_eq!(c.bases[0].as_str(), "http://h:1/");
         let c = run(
             &args(Some("h2:2"), None),
             &[("GANGER_ADDR", "http://h:1")],
             &[],
         )?;
-        assert_eq!(c.base.as_str(), "http://h2:2/");
+        assert_eq!(c.bases[0].as_str(), "http://h2:2/");
         // An empty variable is no setting.
         let c = run(&args(None, None), &[("GANGER_ADDR", "")], &[])?;
-        assert_eq!(c.base.as_str(), "http://127.0.0.1:7070/");
+        assert_eq!(c.bases[0].as_str(), "http://127.0.0.1:7070/");
         Ok(())
     }
 
@@ -219,6 +254,62 @@ mod tests {
         assert!(e.starts_with("--addr: "), "{e}");
         assert!(parse_addr("http://").is_err());
         assert!(parse_addr("http://[::1]:7070").is_ok());
+    }
+
+    #[test]
+    fn several_addresses_are_kept_in_order() -> anyhow::Result<()> {
+        let c = run(
+            &args(None, None),
+            &[("GANGER_ADDR", " http://a:1 , b:2,,http://a:1,")],
+            &[],
+        )?;
+        let bases: Vec<&str> = c.bases.iter().map(Url::as_str).collect();
+        assert_eq!(bases, ["http://a:1/", "http://b:2/"]);
+        let c = run(&args(Some("h:1,h:2"), None), &[("GANGER_ADDR", "x:9")], &[])?;
+        assert_eq!(c.bases.len(), 2);
+        assert!(parse_addrs(" , ").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_address_in_a_list_is_named() {
+        let e = run(&args(Some("http://a:1, https://b:2"), None), &[], &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("--addr: address 2 of 2: `https://b:2`"),
+            "{e}"
+        );
+        let e = run(&args(None, None), &[("GANGER_ADDR", "a:1,ftp://c")], &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("GANGER_ADDR: address 2 of 2: `ftp://c`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_token_file_is_sent_only_when_every_server_is_local() -> anyhow::Result<()> {
+        let file = [("ganger-data/admin.token", "file-token")];
+        let c = run(
+            &args(Some("http://127.0.0.1:7070,http://localhost:7071"), None),
+            &[],
+            &file,
+        )?;
+        assert_eq!(c.token.as_deref(), Some("file-token"));
+        let c = run(
+            &args(
+                Some("http://127.0.0.1:7070,http://db.example.org:7070"),
+                None,
+            ),
+            &[],
+            &file,
+        )?;
+        assert_eq!((c.token, c.source), (None, TokenSource::None));
+        Ok(())
     }
 
     #[test]
@@ -258,11 +349,11 @@ mod tests {
             "http://[::1]:7070",
         ] {
             let c = run(&args(Some(local), None), &[], &file)?;
-            assert!(c.loopback, "{local}");
+            assert!(c.bases.iter().all(is_loopback), "{local}");
             assert_eq!(c.token.as_deref(), Some("file-token"), "{local}");
         }
         let c = run(&args(Some("http://ci.example.org:7070"), None), &[], &file)?;
-        assert!(!c.loopback);
+        assert!(!is_loopback(&c.bases[0]));
         assert_eq!((c.token, c.source), (None, TokenSource::None));
         Ok(())
     }

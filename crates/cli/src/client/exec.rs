@@ -7,10 +7,10 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use ganger_api::{ApplyResponse, SubmitRequest, SubmitResponse};
+use ganger_api::{ApplyResponse, SubmitRequest};
 
 use super::conn::ConnArgs;
-use super::submit::{WatchArgs, report};
+use super::submit::{WatchArgs, report, send};
 
 /// The job that carries ad-hoc commands. Its name is one a person would
 /// not pick, so `ganger exec` never versions over a user's own job.
@@ -47,7 +47,7 @@ pub(crate) async fn main(args: ExecArgs) -> anyhow::Result<u8> {
         params: [("command".to_owned(), command)].into(),
         ..SubmitRequest::default()
     };
-    let answer: SubmitResponse = api.post(api.url(&["runs"]), &request).await?;
+    let answer = send(&api, request).await?;
     report(&api, &answer, args.watch).await
 }
 

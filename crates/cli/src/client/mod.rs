@@ -1,6 +1,6 @@
 //! The client commands: everything that talks to a `ganger server` over
 //! its HTTP API (DESIGN §4, §5). Each command is one module; they share
-//! the connection (`conn`, `http`), log streaming (`stream`, `lines`),
+//! the connection (`conn`, `http`, `failover`), log streaming (`stream`, `lines`),
 //! watching a run (`watch`) and output (`table`, `when`, `out`).
 
 mod agents;
@@ -8,6 +8,7 @@ mod apply;
 mod conn;
 mod control;
 mod exec;
+mod failover;
 mod follow;
 mod http;
 mod jobs;
@@ -20,6 +21,8 @@ mod status;
 mod stream;
 mod submit;
 mod table;
+#[cfg(test)]
+mod testserver;
 mod watch;
 mod when;
 

@@ -9,7 +9,7 @@ use ganger_api::{SubmitRequest, SubmitResponse};
 use jiff::Timestamp;
 
 use super::conn::ConnArgs;
-use super::http::Api;
+use super::http::{Api, Replay};
 use super::key_value;
 use super::out::{self, Sink};
 use super::watch::{Follow, exit_code, summary, watch};
@@ -65,8 +65,37 @@ pub(crate) async fn main(args: SubmitArgs) -> anyhow::Result<u8> {
         scheduled_at: args.at,
         idempotency_key: args.idempotency_key,
     };
-    let answer: SubmitResponse = api.post(api.url(&["runs"]), &request).await?;
+    let answer = send(&api, request).await?;
     report(&api, &answer, args.watch).await
+}
+
+/// Submits a run exactly once, though the request may be sent to several
+/// servers (one that broke off may have stored it): without a key of the
+/// user's, the submission carries one made for this invocation. A run
+/// found by that key is the one this invocation started, not an earlier one.
+pub(crate) async fn send(api: &Api, mut request: SubmitRequest) -> anyhow::Result<SubmitResponse> {
+    let own_key = request.idempotency_key.is_none();
+    if own_key {
+        request.idempotency_key = Some(invocation_key());
+    }
+    let mut answer: SubmitResponse = api.post(api.url(&["runs"]), &request, Replay::Safe).await?;
+    if own_key {
+        answer.existing = false;
+    }
+    Ok(answer)
+}
+
+/// An idempotency key for one invocation: 128 random bits (from the time
+/// and process id, should the system's random source fail).
+fn invocation_key() -> String {
+    match ganger_server::token::generate() {
+        Ok(random) => format!("ganger-cli-{}", &random[..32]),
+        Err(_) => format!(
+            "ganger-cli-{}-{}",
+            Timestamp::now().as_nanosecond(),
+            std::process::id()
+        ),
+    }
 }
 
 /// Parameters as a map; a key given twice is a mistake, not an override.
@@ -160,6 +189,61 @@ mod tests {
         assert_eq!(a.idempotency_key.as_deref(), Some("k"));
         assert!(Cli::try_parse_from(["submit", "build", "-p", "novalue"]).is_err());
         assert!(Cli::try_parse_from(["submit", "build", "--at", "soon"]).is_err());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn each_submission_carries_an_idempotency_key() -> anyhow::Result<()> {
+        use crate::client::testserver::{Reply, TestServer};
+
+        // The first server took the submission but broke off before its
+        // answer; the second finds the run by the key.
+        let lost = TestServer::start(|_| Reply::HangUp).await?;
+        let found = TestServer::start(|_| {
+            Reply::json(200, r#"{"id":"r1","status":"queued","existing":true}"#)
+        })
+        .await?;
+        let cli = Cli::try_parse_from([
+            "submit",
+            "build",
+            "--addr",
+            &format!("{},{}", lost.addr, found.addr),
+        ])?;
+        let api = cli.args.conn.connect()?;
+        let request = SubmitRequest {
+            job: "build".into(),
+            ..SubmitRequest::default()
+        };
+        let answer = send(&api, request.clone()).await?;
+        assert!(!answer.existing, "the run this invocation started");
+        let key = |server: &TestServer, i: usize| -> Option<String> {
+            let sent = server.requests.lock().ok()?.get(i)?.clone();
+            let body: serde_json::Value =
+                serde_json::from_str(sent.split("\r\n\r\n").nth(1)?).ok()?;
+            body["idempotency_key"].as_str().map(str::to_owned)
+        };
+        let first = key(&lost, 0).unwrap_or_default();
+        assert!(
+            first.starts_with("ganger-cli-") && first.len() == 43,
+            "{first}"
+        );
+        assert_eq!(
+            key(&found, 0),
+            Some(first.clone()),
+            "the same key on each try"
+        );
+        // Another invocation, another key; a key of the user's is kept, and
+        // so is what the server says of it.
+        let answer = send(&api, request.clone()).await?;
+        assert!(key(&found, 1).is_some_and(|k| k != first));
+        assert!(!answer.existing);
+        let mine = SubmitRequest {
+            idempotency_key: Some("deploy-42".into()),
+            ..request
+        };
+        let answer = send(&api, mine).await?;
+        assert_eq!(key(&found, 2).as_deref(), Some("deploy-42"));
+        assert!(answer.existing);
         Ok(())
     }
 

@@ -16,7 +16,8 @@ use ganger_core::admission::{Admission, Limits, Waiting};
 use ganger_core::model::{Job, TaskId};
 use ganger_core::run::{Decision, Event, EventError, Exit, Phase, RunState, TaskSpec, TaskStatus};
 use ganger_store::{
-    Batch, ClaimRequest, Claimable, Claimed, Committed, Inserted, NewRun, RunUpdate, Store, TaskKey,
+    Batch, ClaimRequest, Claimable, Claimed, Committed, Fence, Inserted, NewRun, RunUpdate, Store,
+    StoreError, TaskKey,
 };
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
@@ -150,6 +151,8 @@ enum Owed {
 
 pub(crate) struct Actor {
     store: Arc<dyn Store>,
+    /// The leader lease every commit is checked against (replicas).
+    fence: Option<Fence>,
     catalog: Arc<Catalog>,
     logs: LogHub,
     lease: Duration,
@@ -214,10 +217,12 @@ impl Actor {
         catalog: Arc<Catalog>,
         logs: LogHub,
         lease: Duration,
+        fence: Option<Fence>,
     ) -> Actor {
         let now = Instant::now();
         Actor {
             store,
+            fence,
             catalog,
             logs,
             lease,
@@ -357,11 +362,12 @@ impl Actor {
             let stop = self.take(std::mem::take(&mut commands), now).await;
             self.tick(now).await;
             if let Err(e) = self.commit_turn(now).await {
-                // The store refused a whole turn after retries: the memory
-                // is ahead of the store. Restarting from the store is the
-                // only consistent way on (crash-only).
-                eprintln!("ganger: fatal: cannot persist engine state: {e}");
-                std::process::exit(70);
+                // The store refused a whole turn after retries (or another
+                // replica took the lead): the memory is ahead of the store.
+                // Starting again from the store is the only consistent way
+                // on (crash-only); the owner of the engine does that.
+                eprintln!("ganger: the engine stops: cannot persist its state: {e}");
+                return;
             }
             if let Some(reply) = stop {
                 let _ = reply.send(());
@@ -791,16 +797,20 @@ impl Actor {
         }
         if Instant::now() >= self.next_reap {
             self.next_reap = Instant::now() + REAP_EVERY;
-            if Instant::now() >= self.reap_after {
-                self.reap(now).await;
-            }
+            self.reap(now).await;
         }
     }
 
     async fn reap(&mut self, now: Timestamp) {
+        // Asked even while no lease may be judged yet: a failure seen
+        // here defers the judging (see `store_failed`).
         let Ok(expired) = self.store.expired(millis(now)).await else {
+            self.store_failed();
             return;
         };
+        if Instant::now() < self.reap_after {
+            return;
+        }
         for claim in expired {
             // An agent whose lease ran out is silent: its pending claim must
             // not be handed the very retry of what it lost.
@@ -915,6 +925,7 @@ impl Actor {
         let mut batch = Batch {
             new_runs: std::mem::take(&mut self.new_runs),
             ready: std::mem::take(&mut self.ready),
+            fence: self.fence.clone(),
             ..Batch::default()
         };
         let changed = std::mem::take(&mut self.changed);
@@ -1042,12 +1053,25 @@ impl Actor {
         Ok(())
     }
 
-    async fn commit_with_retries(&self, batch: Batch) -> Result<Committed, EngineError> {
+    /// Heartbeats are recorded in the store: while it fails, agents'
+    /// renewals are lost too, so no lease is judged before agents have had
+    /// one lease length to renew against a store that answers again.
+    fn store_failed(&mut self) {
+        self.reap_after = self.reap_after.max(Instant::now() + self.lease);
+    }
+
+    async fn commit_with_retries(&mut self, batch: Batch) -> Result<Committed, EngineError> {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0;
         loop {
-            match self.store.commit(batch.clone()).await {
+            let result = self.store.commit(batch.clone()).await;
+            if result.is_err() {
+                self.store_failed();
+            }
+            match result {
                 Ok(claimed) => return Ok(claimed),
+                // Another replica leads now: trying again cannot help.
+                Err(e @ StoreError::Fenced { .. }) => return Err(e.into()),
                 Err(e) if tries < 8 => {
                     eprintln!(
                         "ganger: storing the engine state failed, retrying in {delay:?}: {e}"

@@ -25,7 +25,7 @@ use ganger_api as api;
 use ganger_core::admission::{self, Limits};
 use ganger_core::params::resolve_params;
 use ganger_core::run::RunState;
-use ganger_store::{NewRun, RunFilter, RunRow, Store, TERMINAL_STATUSES, TaskKey};
+use ganger_store::{Fence, NewRun, RunFilter, RunRow, Store, TERMINAL_STATUSES, TaskKey};
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -59,6 +59,9 @@ pub struct EngineConfig {
     /// Where the in-process agent runs `executor: docker` tasks; without
     /// it, they wait for a remote agent that has Docker.
     pub docker: Option<Docker>,
+    /// The leader lease of a replica sharing its database with others:
+    /// every commit is refused once another replica has taken the lead.
+    pub fence: Option<Fence>,
 }
 
 /// One piece of a task's log, as `GET …/logs` streams it.
@@ -99,6 +102,9 @@ struct Inner {
     stopping: watch::Sender<bool>,
     /// Whether the in-process agent runs nothing (always true without one).
     local_idle: watch::Receiver<bool>,
+    /// Set when the actor has ended: by a shutdown, or because the store
+    /// refused its state (see [`Engine::ended`]).
+    ended: watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
@@ -141,11 +147,12 @@ impl Engine {
             Arc::clone(&catalog),
             logs.clone(),
             config.lease,
+            config.fence.clone(),
         );
         actor.recover(agent::LOCAL_AGENT).await?;
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(actor.run(rx));
         let (stopping, stop_rx) = watch::channel(false);
+        let (ended_tx, ended) = watch::channel(false);
         let (idle_tx, local_idle) = watch::channel(true);
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -160,8 +167,22 @@ impl Engine {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 stopping,
                 local_idle,
+                ended,
             }),
         };
+        let owner = engine.clone();
+        tokio::spawn(async move {
+            actor.run(rx).await;
+            // Whatever ended the actor, nothing more can be committed: the
+            // in-process agent stops its tasks (they are interrupted, and
+            // run again from the store), and the owner is told.
+            owner
+                .inner
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            owner.inner.stopping.send_replace(true);
+            ended_tx.send_replace(true);
+        });
         if let Some(slots) = config.local_slots.filter(|s| *s > 0) {
             let mut settings = ganger_agent::attempt::Settings::new(
                 config.kill_grace,
@@ -191,6 +212,11 @@ impl Engine {
             tokio::spawn(agent::run(engine.clone(), local));
         }
         Ok(engine)
+    }
+
+    /// Whether both handles are of one engine (not merely alike).
+    pub fn same(&self, other: &Engine) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The store, for what lives beside the engine (tokens).
@@ -537,6 +563,15 @@ impl Engine {
         // Killed groups end at once; the bound only guards against a
         // process that cannot be reaped.
         let _ = tokio::time::timeout(Duration::from_secs(5), idle.wait_for(|idle| *idle)).await;
+    }
+
+    /// Completes when the engine has stopped: after [`Engine::shutdown`],
+    /// or by itself when the store refused a turn (the database stayed
+    /// unreachable, or another replica took the lead). Its memory is then
+    /// behind nothing: a new `Engine::open` recovers from the store.
+    pub async fn ended(&self) {
+        let mut ended = self.inner.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 
     /// Whether a shutdown has begun: agents start nothing new.

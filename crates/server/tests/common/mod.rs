@@ -64,6 +64,7 @@ impl Api {
             local_slots: (slots > 0).then_some(slots),
             base_env: std::env::vars().collect(),
             docker: None,
+            fence: None,
         };
         let engine = Engine::open(store, config).await.expect("engine opens");
         let [admin, operator, viewer, agent] = <[String; 4]>::try_from(tokens).expect("4 roles");
