@@ -218,6 +218,7 @@ async fn serve(config: ServerConfig) -> Result<u8> {
     let (roles, roles_rx) = watch::channel(Role::Unavailable {
         reason: "the server is starting".into(),
     });
+    let mut first_role = roles_rx.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(ganger_server::serve_replica(listener, roles_rx, async {
         let _ = stopped.await;
@@ -233,7 +234,11 @@ async fn serve(config: ServerConfig) -> Result<u8> {
         }
         .run(leading_stopped),
     );
-    // Tests and scripts wait for this exact line to know the port.
+    // Tests and scripts wait for this exact line to know the port, and
+    // then expect answers: it comes once the replica has taken a role
+    // (with SQLite: once the engine has recovered).
+    // A signal meanwhile waits, and stops the server gracefully below.
+    let _ = first_role.changed().await;
     eprintln!("ganger server listening on http://{address}");
 
     let which = tokio::select! {

@@ -154,11 +154,25 @@ impl Switch {
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
         let answer = match outgoing.header(FORWARDED, "1").body(body).send().await {
             Ok(answer) => answer,
-            Err(e) => {
+            // No connection: the leader surely did nothing, so 503 (retry
+            // anywhere). Broken off later, it may have acted: 502, which
+            // clients retry only when that is safe.
+            Err(e) if e.is_connect() => {
                 return unavailable(format!(
                     "cannot reach the leading replica at {leader}: {}; retry in a moment (another replica takes over when its lease runs out)",
                     chain(&e)
                 ));
+            }
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    code::UNAVAILABLE,
+                    format!(
+                        "the leading replica at {leader} did not answer: {}; the request may or may not have been carried out",
+                        chain(&e)
+                    ),
+                )
+                .into_response();
             }
         };
         let mut response = Response::builder().status(answer.status());
