@@ -5,9 +5,9 @@
 //! ```text
 //! cargo build --release -p ganger -p ganger-bench
 //! target/release/ganger-bench-server
-//!     [--case latency|throughput|rss|agents|agent-latency|idle-agents|all] [--slots N]
-//!     [--samples 300] [--runs 10000] [--queued 100000] [--concurrency 32] [--repeat 1]
-//!     [--sim-agents 200] [--window 20]
+//!     [--case latency|throughput|rss|agents|agent-latency|idle-agents|replicas|all]
+//!     [--slots N] [--samples 300] [--runs 10000] [--queued 100000] [--concurrency 32]
+//!     [--repeat 1] [--sim-agents 200] [--window 20] [--postgres URL]
 //! ```
 //!
 //! Each case runs against a fresh server (`ganger server --listen
@@ -49,6 +49,19 @@
 //!   Reported: the server's CPU (utime+stime of `/proc/<pid>/stat`) as a
 //!   percentage of one core and its VmRSS/VmHWM over a `--window`, against
 //!   the same server idle with no agent over an equal window just before.
+//! - `replicas`: the agents case's `--runs` runs through two remote agents
+//!   (`a1`, `a2` sharing the `--slots`; servers `--no-local-agent`), timed
+//!   the same way, in three setups: one server on SQLite (the baseline),
+//!   one replica on PostgreSQL (PG-1), and two replicas on one PostgreSQL
+//!   database (PG-2: `a1 --server r1,r2`, `a2 --server r2,r1`, the runs
+//!   and `--concurrency` clients split evenly between r1 and r2). Each
+//!   PostgreSQL setup gets a fresh database on `--postgres URL` [env
+//!   GANGER_TEST_POSTGRES_URL; `eval "$(scripts/postgres)"` starts a
+//!   server], created and dropped with `psql`. Flooding starts once every
+//!   server answers `/readyz` 200 and, with two, r1 said it leads and r2
+//!   that it follows. Interleaved `--repeat` times; medians reported with
+//!   the ratios PG-1/SQLite and PG-2/SQLite and the runs per second.
+//!   `all` runs it only when a PostgreSQL URL is given.
 //!
 //! All traffic goes to 127.0.0.1. Times are wall clock; the machine is
 //! shared, so compare ratios measured in the same invocation rather than
@@ -61,6 +74,8 @@ mod agents;
 mod children;
 #[path = "server/idle.rs"]
 mod idle;
+#[path = "server/replicas.rs"]
+mod replicas;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -114,6 +129,7 @@ enum Case {
     Agents,
     AgentLatency,
     IdleAgents,
+    Replicas,
     All,
 }
 
@@ -121,7 +137,7 @@ enum Case {
 #[command(
     name = "ganger-bench-server",
     about = "Benchmark `ganger server` through its HTTP API: submit-to-start latency, \
-             throughput against xargs -P, memory with many queued runs, and remote agents"
+             throughput against xargs -P, memory with many queued runs, remote agents and replicas"
 )]
 struct Args {
     /// The ganger binary [default: `ganger` next to this executable].
@@ -140,16 +156,16 @@ struct Args {
     /// Untimed runs of the latency case first.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    /// Runs of the throughput and agents cases.
+    /// Runs of the throughput, agents and replicas cases.
     #[arg(long, default_value_t = 10_000)]
     runs: usize,
     /// Queued runs of the rss case.
     #[arg(long, default_value_t = 100_000)]
     queued: usize,
-    /// Concurrent submitting clients (throughput and rss cases).
+    /// Concurrent submitting clients (throughput, agents, replicas and rss cases).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Interleaved timed runs of the throughput and agents cases; the median is reported.
+    /// Interleaved timed runs of the throughput, agents and replicas cases; the median is reported.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     /// Simulated agents of the idle-agents case.
@@ -158,6 +174,10 @@ struct Args {
     /// Seconds of each measuring window of the idle-agents case.
     #[arg(long, default_value_t = 20)]
     window: u64,
+    /// PostgreSQL server of the replicas case, as a URL: each measurement
+    /// creates a fresh database on it and drops it afterwards.
+    #[arg(long, env = "GANGER_TEST_POSTGRES_URL")]
+    postgres: Option<String>,
     /// Keep the data directories and server logs (prints where).
     #[arg(long)]
     keep: bool,
@@ -292,6 +312,17 @@ fn run_cases(
         report.push_str(&r);
         print!("{r}");
     }
+    if args.case == Case::Replicas || (all && args.postgres.is_some()) {
+        eprintln!(
+            "replicas: {} runs through 2 remote agents on SQLite, 1 PostgreSQL replica and 2, {} repeat(s) ...",
+            args.runs, args.repeat
+        );
+        let r = replicas::replicas_case(bench, args, runtime)?;
+        report.push_str(&r);
+        print!("{r}");
+    } else if all {
+        eprintln!("replicas: skipped (no --postgres URL nor GANGER_TEST_POSTGRES_URL)");
+    }
     Ok(())
 }
 
@@ -306,21 +337,25 @@ struct Bench {
 impl Bench {
     /// A server with its in-process agent of [`Bench::slots`].
     fn server(&self, name: &str) -> Result<Server> {
-        Server::start(self, name, true)
+        Server::start(self, name, true, &[])
     }
 
     /// A server that runs no task itself (`--no-local-agent`).
     fn server_without_agent(&self, name: &str) -> Result<Server> {
-        Server::start(self, name, false)
+        Server::start(self, name, false, &[])
     }
 
     /// A token of role agent for `server` (`ganger token create --role
-    /// agent`, which works on the server's database while it runs).
+    /// agent`, which works on the server's database while it runs: its
+    /// PostgreSQL one, else the SQLite one in its data directory).
     fn agent_token(&self, server: &Server) -> Result<String> {
-        let out = Command::new(&self.ganger)
-            .args(["token", "create", "--role", "agent", "--name", "bench"])
-            .arg("--data")
-            .arg(&server.data)
+        let mut cmd = Command::new(&self.ganger);
+        cmd.args(["token", "create", "--role", "agent", "--name", "bench"]);
+        match &server.database {
+            Some(url) => cmd.args(["--database", url]),
+            None => cmd.arg("--data").arg(&server.data),
+        };
+        let out = cmd
             .arg("--config")
             .arg(&self.config)
             .current_dir(&self.dir)
@@ -381,6 +416,8 @@ struct Server {
     /// The case's name for it: its data directory, log and agents are named after it.
     name: String,
     data: PathBuf,
+    /// Its database when not the SQLite one in `data` (GANGER_SERVER_DATABASE).
+    database: Option<String>,
     child: Child,
     pid: Pid,
     url: Url,
@@ -393,7 +430,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(bench: &Bench, name: &str, local_agent: bool) -> Result<Server> {
+    /// A server with its in-process agent of [`Bench::slots`] or none, and
+    /// `env` added to its environment (e.g. GANGER_SERVER_DATABASE).
+    fn start(bench: &Bench, name: &str, local_agent: bool, env: &[(&str, &str)]) -> Result<Server> {
         let data = bench.dir.join(format!("{name}-data"));
         let log = bench.dir.join(format!("{name}-server.log"));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -412,6 +451,7 @@ impl Server {
             .arg("--config")
             .arg(&bench.config)
             .env("GANGER_SERVER_GRACE", SERVER_GRACE)
+            .envs(env.iter().copied())
             .current_dir(&bench.dir)
             .stdin(Stdio::null())
             .stdout(out)
@@ -423,6 +463,10 @@ impl Server {
         let mut server = Server {
             name: name.to_owned(),
             data: data.clone(),
+            database: env
+                .iter()
+                .find(|(k, _)| *k == "GANGER_SERVER_DATABASE")
+                .map(|(_, v)| (*v).to_owned()),
             child,
             pid,
             url: Url::parse("http://127.0.0.1/").context("parsing a constant URL")?,
@@ -1298,6 +1342,11 @@ const USUAL_SERVER_LINES: &[&str] = &[
     "ganger server listening on http://",
     "ganger server: SIGTERM: shutting down",
     "ganger server: stopped",
+    // Replicas on PostgreSQL, taking their roles.
+    "ganger server: this replica leads",
+    "ganger server: following the leader at ",
+    "ganger server: answering 503 for now: the server is starting",
+    "ganger server: answering 503 for now: no replica leads yet",
 ];
 
 fn xargs_command(input: &Path, slots: usize) -> Result<Command> {

@@ -55,13 +55,30 @@ impl AgentProc {
         name: &str,
         slots: usize,
     ) -> Result<AgentProc> {
-        let log = bench.dir.join(format!("{}-agent-{name}.log", server.name));
-        let workdir = bench.dir.join(format!("{}-agent-{name}", server.name));
+        AgentProc::start_on(bench, &[server], token, name, slots)
+    }
+
+    /// [`AgentProc::start`] with `--server` listing every one of `servers`
+    /// (replicas, tried in that order); named after the first.
+    pub(super) fn start_on(
+        bench: &Bench,
+        servers: &[&Server],
+        token: &str,
+        name: &str,
+        slots: usize,
+    ) -> Result<AgentProc> {
+        let first = servers.first().context("an agent needs a server")?;
+        let urls: Vec<&str> = servers
+            .iter()
+            .map(|s| s.url.as_str().trim_end_matches('/'))
+            .collect();
+        let log = bench.dir.join(format!("{}-agent-{name}.log", first.name));
+        let workdir = bench.dir.join(format!("{}-agent-{name}", first.name));
         let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log file")?;
         let child = Command::new(&bench.ganger)
             .arg("agent")
-            .args(["--server", server.url.as_str().trim_end_matches('/')])
+            .args(["--server", &urls.join(",")])
             .args(["--name", name, "--slots", &slots.to_string()])
             .args(["--grace", AGENT_GRACE])
             .arg("--workdir")
@@ -209,7 +226,7 @@ pub(super) fn cpu_of(agents: &[AgentProc]) -> Result<Duration> {
 
 /// The remote agents' slots: `total` shared by two, the first taking the
 /// odd one; each has at least one.
-fn split_slots(total: usize) -> [usize; 2] {
+pub(super) fn split_slots(total: usize) -> [usize; 2] {
     let first = total.div_ceil(2).max(1);
     [first, total.saturating_sub(first).max(1)]
 }
@@ -453,7 +470,7 @@ pub(super) fn agents_case(
 }
 
 /// The median wall time of `floods`, and the flood nearest it.
-fn median_flood(floods: &[Flood]) -> Result<(Duration, &Flood)> {
+pub(super) fn median_flood(floods: &[Flood]) -> Result<(Duration, &Flood)> {
     let mut walls: Vec<Duration> = floods.iter().map(|f| f.wall).collect();
     let m = median(&mut walls);
     let f = floods
@@ -464,7 +481,7 @@ fn median_flood(floods: &[Flood]) -> Result<(Duration, &Flood)> {
 }
 
 /// Unusual output of servers and agents, or a line saying there was none.
-fn remarks_block<'a>(remarks: impl Iterator<Item = &'a String>) -> String {
+pub(super) fn remarks_block<'a>(remarks: impl Iterator<Item = &'a String>) -> String {
     let all: Vec<&String> = remarks.collect();
     if all.is_empty() {
         return "  servers and agents printed nothing unusual\n".to_owned();
