@@ -746,10 +746,6 @@ impl Agent {
             self.queued.remove(at);
         } else if let Some(held) = self.held.get(attempt)
             && escalate(&held.orders, Order::Drop)
-            // An attempt that already exited is named when its result was
-            // committed while this heartbeat was on its way: nothing was
-            // taken from the agent, so there is nothing to tell.
-            && !held.exited
         {
             self.ctx.notices.send(Notice::Dropped {
                 attempt: attempt.clone(),
