@@ -132,6 +132,11 @@ fn problems(n: usize) -> String {
 
 /// The one place the API reports failures that are not the client's.
 pub(crate) fn log_internal(err: &dyn std::error::Error) {
+    eprintln!("ganger server: internal error: {}", chain(err));
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -139,7 +144,7 @@ pub(crate) fn log_internal(err: &dyn std::error::Error) {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    eprintln!("ganger server: internal error: {message}");
+    message
 }
 
 impl IntoResponse for ApiError {

@@ -26,7 +26,7 @@ use ganger_engine::Engine;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, chain};
 use crate::routes;
 use crate::state::AppState;
 
@@ -219,15 +219,4 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "transfer-encoding"
             | "upgrade"
     )
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
